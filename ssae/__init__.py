@@ -1,0 +1,12 @@
+"""Supervised sparse auto-encoders (decoder-only, concept-labelled) for Stable Diffusion 3.5 features."""
+from .errors import FeatureFileError, ModelFileError, ShapeMismatchError, SSAEError, VocabularyError
+from .preprocess import PreprocessConfig
+from .ssae_file import SSAE
+from .store import FeatureSet, append_features, load_features, save_features
+from .train import PRESETS, Recipe, TrainConfig, train
+from .vocab import Vocabulary, split_heldout_pairs
+
+__version__ = "0.1.0"
+__all__ = ["SSAE", "FeatureSet", "Vocabulary", "Recipe", "TrainConfig", "PreprocessConfig", "PRESETS", "train",
+           "load_features", "save_features", "append_features", "split_heldout_pairs", "SSAEError",
+           "VocabularyError", "FeatureFileError", "ModelFileError", "ShapeMismatchError"]

@@ -1,0 +1,144 @@
+"""`python -m ssae` / `ssae`: train, eval, inspect, baselines and the embedded demo."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import SSAEError
+
+
+def _progress_bar(desc: str):
+    """A training progress callback that drives a tqdm bar showing loss and validation loss live."""
+    from tqdm.auto import tqdm
+    bar = tqdm(desc=desc, unit="epoch", dynamic_ncols=True)
+
+    def update(epoch: int, total: int, info: dict) -> None:
+        bar.total = total
+        bar.n = epoch
+        post = {"loss": f"{info['loss']:.4f}"} | ({"val": f"{info['val']:.4f}"} if info.get("val") is not None else {})
+        bar.set_postfix(post, refresh=True)
+
+    update.close = bar.close
+    return update
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from .metrics import evaluate
+    from .store import load_features
+    from .train import PRESETS, train, with_overrides
+    data = load_features(a.features)
+    recipe = with_overrides(PRESETS[a.preset], device=a.device, seed=a.seed, epochs=a.epochs)
+    bar = _progress_bar(f"train {a.preset}")
+    try:
+        result = train(data, recipe, split=a.split, progress=bar, checkpoint=a.checkpoint)
+    finally:
+        bar.close()
+    if data.split and "test" in data.split and a.split != "test":
+        result.ssae.info["metrics"] = {"test": evaluate(result.ssae, data, "test")}
+    result.ssae.save(a.out)
+    print(f"wrote {a.out} ({result.seconds:.1f}s, best epoch {result.best_epoch})")
+    if "metrics" in result.ssae.info:
+        print(_fmt_metrics(result.ssae.info["metrics"]["test"], "test"))
+    return 0
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from .metrics import evaluate
+    from .ssae_file import SSAE
+    from .store import load_features
+    m = evaluate(SSAE.load(a.model), load_features(a.features), a.split)
+    print(json.dumps(m) if a.json else _fmt_metrics(m, a.split))
+    return 0
+
+
+def cmd_inspect(a: argparse.Namespace) -> int:
+    from .ssae_file import SSAE
+    s = SSAE.load(a.model)
+    doc = {"site": s.site, "feature_shape": s.feature_shape, "n_features": s.n_features,
+           "vocabulary": s.vocabulary.categories, "model": s.model.cfg.to_dict(), "preprocess": s.pre.config_dict(),
+           "metrics": s.info.get("metrics"), "best_epoch": s.info.get("best_epoch"),
+           "base_model": s.info.get("base_model")}
+    if a.json:
+        print(json.dumps(doc))
+        return 0
+    print(f"SSAE {a.model}\n  site: {s.site}  feature shape: {s.feature_shape} ({s.n_features} values)")
+    cfg = s.model.cfg
+    print(f"  decoder: {cfg.decoder} (code {cfg.code}, d={cfg.d}, hidden={cfg.hidden}); "
+          f"preprocess: {s.pre.config_dict()}")
+    for cat, cs in s.vocabulary.categories.items():
+        print(f"  {cat}: {', '.join(cs)}")
+    for split, m in (s.info.get("metrics") or {}).items():
+        print("  " + _fmt_metrics(m, split))
+    return 0
+
+
+def cmd_baselines(a: argparse.Namespace) -> int:
+    from .report import baseline_rows, format_table
+    from .store import load_features
+    rows = baseline_rows(load_features(a.features), ssae_presets=a.presets.split(",") if a.presets else [])
+    print(json.dumps(rows) if a.json else format_table(rows))
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from .demo import run_demo
+    run_demo(Path(a.out), quick=a.quick)
+    return 0
+
+
+def _fmt_metrics(m: dict, split: str) -> str:
+    return (f"{split}: explained variance {m['explained_variance']:.4f}, cosine {m['cosine']:.4f}, "
+            f"mse {m['mse']:.4g}, n={m['n']}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .train import PRESETS
+    p = argparse.ArgumentParser(prog="ssae", description="Supervised sparse auto-encoders for SD3.5 features.")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train an SSAE on a feature set")
+    t.add_argument("features")
+    t.add_argument("--out", required=True, help="SSAE .safetensors file to write")
+    t.add_argument("--split", default="train")
+    t.add_argument("--device", default=None, help="cpu, cuda or auto (default)")
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    t.add_argument("--checkpoint", default=None, help="resumable checkpoint file (resumed if it exists)")
+    t.set_defaults(fn=cmd_train)
+    e = sub.add_parser("eval", help="reconstruction metrics of an SSAE on a split")
+    e.add_argument("model")
+    e.add_argument("features")
+    e.add_argument("--split", default="test")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(fn=cmd_eval)
+    i = sub.add_parser("inspect", help="vocabulary, site, shapes and metrics of an SSAE file")
+    i.add_argument("model")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(fn=cmd_inspect)
+    b = sub.add_parser("baselines", help="SSAE vs baselines on the held-out split")
+    b.add_argument("features")
+    b.add_argument("--presets", default="default,additive", help="comma-separated SSAE presets to include")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(fn=cmd_baselines)
+    d = sub.add_parser("demo", help="the embedded demo: real MiniLM features of the portrait vocabulary")
+    d.add_argument("--out", default="demo_out")
+    d.add_argument("--quick", action="store_true", help="fewer prompts and epochs (for tests)")
+    d.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return a.fn(a)
+    except SSAEError as e:
+        print(f"ssae: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ssae: interrupted (a --checkpoint run resumes where it stopped)", file=sys.stderr)
+        return 130

@@ -1,0 +1,135 @@
+"""Feature preprocessing: optional top-k selection by range, then per-dimension scaling, and its inverse.
+
+The SSAE works in the scaled space; `inverse` brings its output back to the original feature space
+and size (unselected dimensions take their training mean), so decoded features are drop-in.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+
+from .errors import SSAEError
+
+Scale = Literal["standard", "minmax", "center", "none"]
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How raw features map to the space the SSAE is fitted in."""
+
+    top_k: int | None = None
+    """Keep only the k dimensions with the largest range (the paper keeps 1000); None keeps all."""
+    scale: Scale = "standard"
+    """standard: (x-mean)/std; minmax: (x-min)/(max-min) as the paper; center: x-mean; none."""
+
+    def __post_init__(self) -> None:
+        if self.scale not in ("standard", "minmax", "center", "none"):
+            raise SSAEError(f"unknown scale {self.scale!r}: use standard, minmax, center or none")
+        if self.top_k is not None and self.top_k < 1:
+            raise SSAEError(f"top_k must be a positive number of dimensions or None, got {self.top_k}")
+
+
+@dataclass
+class FeatureStats:
+    """Per-dimension count, mean, M2 (for variance), min and max, accumulated over row chunks."""
+
+    n: int
+    mean: torch.Tensor
+    m2: torch.Tensor
+    min: torch.Tensor
+    max: torch.Tensor
+
+    @classmethod
+    def from_chunks(cls, chunks: Iterable[torch.Tensor]) -> FeatureStats:
+        stats: FeatureStats | None = None
+        for x in chunks:
+            x = x.double()
+            n, mean = x.shape[0], x.mean(0)
+            part = cls(n, mean, ((x - mean) ** 2).sum(0), x.min(0).values, x.max(0).values)
+            stats = part if stats is None else stats.merge(part)
+        if stats is None:
+            raise SSAEError("no rows to compute feature statistics from: the split is empty")
+        return stats
+
+    def merge(self, o: FeatureStats) -> FeatureStats:
+        n = self.n + o.n
+        d = o.mean - self.mean
+        return FeatureStats(n, self.mean + d * o.n / n, self.m2 + o.m2 + d * d * self.n * o.n / n,
+                            torch.minimum(self.min, o.min), torch.maximum(self.max, o.max))
+
+    @property
+    def std(self) -> torch.Tensor:
+        return (self.m2 / max(self.n - 1, 1)).sqrt()
+
+
+class Preprocessor:
+    """Selection `index` (or None), affine `shift`/`scale` on the kept dims, `fill` for the dropped ones."""
+
+    def __init__(self, n_features: int, shift: torch.Tensor, scale: torch.Tensor,
+                 index: torch.Tensor | None = None, fill: torch.Tensor | None = None,
+                 config: PreprocessConfig = PreprocessConfig()):
+        self.n_features, self.shift, self.scale, self.index, self.fill, self.config = \
+            n_features, shift, scale, index, fill, config
+
+    @classmethod
+    def fit(cls, stats: FeatureStats, config: PreprocessConfig) -> Preprocessor:
+        F = stats.mean.numel()
+        index = fill = None
+        mean, std, lo, hi = stats.mean, stats.std, stats.min, stats.max
+        if config.top_k is not None and config.top_k < F:
+            index = torch.topk(hi - lo, config.top_k).indices.sort().values
+            fill = mean.float()
+            mean, std, lo, hi = mean[index], std[index], lo[index], hi[index]
+        safe = lambda s: torch.where(s > 1e-12, s, torch.ones_like(s))  # zero-variance dims pass through
+        shift, scale = {
+            "standard": (mean, safe(std)),
+            "minmax": (lo, safe(hi - lo)),
+            "center": (mean, torch.ones_like(mean)),
+            "none": (torch.zeros_like(mean), torch.ones_like(mean)),
+        }[config.scale]
+        return cls(F, shift.float(), scale.float(), index, fill, config)
+
+    @property
+    def n_kept(self) -> int:
+        return self.shift.numel()
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """[n, F] raw -> [n, F_kept] scaled (float32)."""
+        if self.index is not None:
+            x = x[:, self.index.to(x.device)]
+        return (x.float() - self.shift.to(x.device)) / self.scale.to(x.device)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """[n, F_kept] scaled -> [n, F] raw; dropped dims get their training mean."""
+        x = y * self.scale.to(y.device) + self.shift.to(y.device)
+        if self.index is None:
+            return x
+        out = self.fill.to(y.device, y.dtype).expand(y.shape[0], -1).clone()
+        out[:, self.index.to(y.device)] = x
+        return out
+
+    def inverse_delta(self, dy: torch.Tensor) -> torch.Tensor:
+        """A difference in scaled space -> the same difference in raw space (zero on dropped dims)."""
+        dx = dy * self.scale.to(dy.device)
+        if self.index is None:
+            return dx
+        out = dy.new_zeros(dy.shape[0], self.n_features)
+        out[:, self.index.to(dy.device)] = dx
+        return out
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        t = {"pre.shift": self.shift, "pre.scale": self.scale}
+        if self.index is not None:
+            t |= {"pre.index": self.index.long(), "pre.fill": self.fill}
+        return t
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor], n_features: int, config: PreprocessConfig) -> Preprocessor:
+        return cls(n_features, t["pre.shift"].float(), t["pre.scale"].float(), t.get("pre.index"),
+                   t.get("pre.fill"), config)
+
+    def config_dict(self) -> dict:
+        return asdict(self.config)

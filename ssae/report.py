@@ -1,0 +1,75 @@
+"""Comparison tables and figures: SSAE presets against baselines on held-out concept combinations."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .baselines import run_baselines
+from .metrics import decoder_decorrelation, evaluate, ssae_alignment
+from .store import FeatureSet
+from .train import PRESETS, TrainResult, train
+
+
+def ssae_row(name: str, result: TrainResult, data: FeatureSet) -> dict:
+    """Held-out metrics of a trained SSAE, with alignment read off the test features by decoding."""
+    test = data.indices("test")
+    m = evaluate(result.ssae, data, "test")
+    align = ssae_alignment(result.ssae, data.load(test), [data.labels[i] for i in test.tolist()])
+    return {"method": name, **m, "alignment": align, "sees_test_features": False, "seconds": result.seconds,
+            "decorrelation": decoder_decorrelation(result.ssae.model.concept_blocks())}
+
+
+def baseline_rows(data: FeatureSet, ssae_presets: list[str] = ("default", "additive"),
+                  results: dict[str, TrainResult] | None = None, **baseline_kw) -> list[dict]:
+    """One row per SSAE preset (trained here unless given in `results`) and per baseline."""
+    rows = []
+    for name in ssae_presets:
+        r = (results or {}).get(name) or train(data, PRESETS[name])
+        rows.append(ssae_row(f"SSAE {name}", r, data))
+    for b in run_baselines(data, **baseline_kw):
+        rows.append({"method": b.name, **b.metrics, "alignment": b.alignment, "sees_test_features": b.uses_input,
+                     "seconds": None, "decorrelation": None})
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """A Markdown table of held-out explained variance, cosine, MSE and concept alignment."""
+    fmt = lambda v, f: "–" if v is None else format(v, f)
+    lines = ["| method | held-out explained variance | cosine | MSE | concept alignment | sees test features |",
+             "|---|---:|---:|---:|---:|:---:|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {fmt(r['explained_variance'], '.3f')} | {fmt(r['cosine'], '.3f')} | "
+                     f"{fmt(r['mse'], '.4g')} | {fmt(r['alignment'], '.3f')} | "
+                     f"{'yes' if r['sees_test_features'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def plot_report(histories: dict[str, list[dict]], rows: list[dict], path: str | Path) -> Path:
+    """PNG: training/validation loss curves (left) and held-out explained variance per method (right)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, hist in histories.items():
+        if not hist:
+            continue
+        ep = [h["epoch"] for h in hist]
+        line, = ax1.plot(ep, [h["loss"] for h in hist], label=f"{name} train")
+        if hist[0].get("val") is not None:
+            ax1.plot(ep, [h["val"] for h in hist], "--", color=line.get_color(), label=f"{name} validation")
+    ax1.set(xlabel="epoch", ylabel="fraction of variance unexplained", yscale="log", title="Training")
+    ax1.legend(fontsize=8)
+    names = [r["method"] for r in rows]
+    ev = [max(r["explained_variance"], -0.05) for r in rows]
+    colors = ["tab:blue" if n.startswith("SSAE") else ("tab:gray" if not r["sees_test_features"] else "tab:orange")
+              for n, r in zip(names, rows)]
+    ax2.barh(names[::-1], ev[::-1], color=colors[::-1])
+    for y, v in enumerate(ev[::-1]):
+        ax2.text(max(v, 0) + 0.01, y, f"{v:.3f}", va="center", fontsize=8)
+    ax2.set(xlim=(min(0, min(ev)), 1.1), xlabel="explained variance on held-out concept pairs",
+            title="Held-out reconstruction (orange: auto-encoders that see the test features)")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

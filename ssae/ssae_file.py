@@ -1,0 +1,183 @@
+"""`SSAE`: a trained decoder with its preprocessing and vocabulary, in the original feature space.
+
+This is what an SSAE file holds and what every user-facing operation works on: compose an unseen
+concept mix, reconstruct labelled samples, and edit features by swapping concepts.
+File format (docs/FORMATS.md): one .safetensors, tensors `model.*` and `pre.*`, metadata `ssae.*`.
+"""
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from .errors import ModelFileError, ShapeMismatchError, SSAEError
+from .model import ModelConfig, SupervisedSAE
+from .preprocess import PreprocessConfig, Preprocessor
+from .safefile import atomic_save, json_meta, load_tensors, read_header
+from .store import FeatureShape, n_features_of
+from .vocab import Vocabulary
+
+MODEL_FORMAT = "ssae/1"
+MAX_CONCEPTS = 100_000
+ConceptWeights = Mapping[str, float]
+
+
+class SSAE:
+    """A supervised SAE ready to use: `compose`, `reconstruct`, `delta`, `edit`, `save`, `load`."""
+
+    def __init__(self, model: SupervisedSAE, pre: Preprocessor, vocabulary: Vocabulary, site: str,
+                 feature_shape: FeatureShape, info: dict | None = None):
+        if model.cfg.n_concepts != vocabulary.n_concepts or model.cfg.n_features != pre.n_kept \
+                or pre.n_features != n_features_of(feature_shape):
+            raise ModelFileError("decoder, preprocessing and vocabulary sizes disagree: the SSAE is inconsistent")
+        self.model, self.pre, self.vocabulary, self.site, self.feature_shape = \
+            model.eval(), pre, vocabulary, site, feature_shape
+        self.info = info or {}
+
+    @property
+    def n_features(self) -> int:
+        return self.pre.n_features
+
+    # -- concept weights -----------------------------------------------------------------------
+    def weights(self, concepts: ConceptWeights | Sequence[str]) -> torch.Tensor:
+        """[K] weight per concept from names (weight 1) or {name: weight}; names may be unique fragments."""
+        items = concepts.items() if isinstance(concepts, Mapping) else ((c, 1.0) for c in concepts)
+        w = torch.zeros(self.vocabulary.n_concepts)
+        for name, weight in items:
+            w[self.vocabulary.index(name)] += float(weight)
+        return w
+
+    @torch.no_grad()
+    def _decode_scaled(self, weights: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        return m.decode(m.code(weights.to(m.W.device, m.W.dtype)))
+
+    # -- generation ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def reconstruct(self, labels: Sequence[Sequence[str]]) -> torch.Tensor:
+        """[N, F] features the SSAE predicts for labelled samples (seen or unseen combinations)."""
+        return self.pre.inverse(self._decode_scaled(self.vocabulary.mask(labels))).cpu()
+
+    @torch.no_grad()
+    def compose(self, concepts: ConceptWeights | Sequence[str]) -> torch.Tensor:
+        """[F] features of a concept mix, e.g. {"blond": 1, "horseback in the forest": 1, "hat": 0.5}."""
+        return self.pre.inverse(self._decode_scaled(self.weights(concepts)[None]))[0].cpu()
+
+    @torch.no_grad()
+    def delta(self, add: ConceptWeights | Sequence[str] = (), remove: ConceptWeights | Sequence[str] = (),
+              context: Sequence[str] | None = None, n_contexts: int = 64, seed: int = 0) -> torch.Tensor:
+        """[F] change in raw features from removing and adding concepts.
+
+        With `context` (the concepts of the sample being edited) it is exact; without, it is the mean
+        over `n_contexts` sampled contexts that hold the removed concepts. For the paper's additive
+        decoder both equal W·slot(new) - W·slot(old), the paper's edit.
+        """
+        add_w, rem_w = self.weights(add), self.weights(remove)
+        if context is not None:
+            bases = self.weights(context)[None]
+        else:
+            forced = {self.vocabulary.category_of(c): c for c, w in zip(self.vocabulary.concepts, rem_w) if w}
+            rng = random.Random(seed)
+            combos = [[forced.get(cat, rng.choice(cs)) for cat, cs in self.vocabulary.categories.items()]
+                      for _ in range(n_contexts)]
+            bases = self.vocabulary.mask(combos)
+        after = bases - rem_w + add_w
+        m = self.model
+        dev = m.W.device
+        dh = (m.basis(m.code(after.to(dev))) - m.basis(m.code(bases.to(dev)))).mean(0, keepdim=True)
+        return self.pre.inverse_delta(dh @ m.W)[0].cpu()
+
+    def edit(self, features: torch.Tensor, add: ConceptWeights | Sequence[str] = (),
+             remove: ConceptWeights | Sequence[str] = (), strength: float = 1.0,
+             context: Sequence[str] | None = None) -> torch.Tensor:
+        """x' = x + strength · delta(add, remove): swap concepts without touching the prompt."""
+        flat = features.reshape(-1, self.n_features) if features.numel() % self.n_features == 0 else None
+        if flat is None:
+            raise ShapeMismatchError(f"features of shape {list(features.shape)} do not hold whole samples of "
+                                     f"{self.n_features} values: this SSAE was trained on {self.site} {self.feature_shape}")
+        d = self.delta(add, remove, context).to(features.device, features.dtype)
+        return (flat + strength * d).reshape(features.shape)
+
+    def unflatten(self, flat: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        """[..., F] -> [..., *shape], or a dict of named parts for a multi-part feature (e.g. conditioning)."""
+        lead = flat.shape[:-1]
+        if not isinstance(self.feature_shape, dict):
+            return flat.reshape(*lead, *self.feature_shape)
+        out, start = {}, 0
+        for name, shape in self.feature_shape.items():
+            n = n_features_of(shape)
+            out[name] = flat[..., start:start + n].reshape(*lead, *shape)
+            start += n
+        return out
+
+    # -- files ---------------------------------------------------------------------------------
+    def metadata(self) -> dict[str, str]:
+        return {"ssae.format": MODEL_FORMAT, "ssae.vocabulary": self.vocabulary.to_json(), "ssae.site": self.site,
+                "ssae.feature_shape": json.dumps(self.feature_shape),
+                "ssae.model": json.dumps(self.model.cfg.to_dict() | {"n_samples": 0}),  # free codes stay behind
+                "ssae.preprocess": json.dumps(self.pre.config_dict()),
+                **{f"ssae.{k}": json.dumps(v) for k, v in self.info.items()}}
+
+    def save(self, path: str | Path) -> Path:
+        """Write one self-describing .safetensors file, atomically."""
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items() if k != "sample_code"}
+        return atomic_save(tensors | self.pre.tensors(), self.metadata(), path)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> SSAE:
+        """Load and validate an SSAE file; metadata is checked before any tensor is read."""
+        header, meta = read_header(path, ModelFileError)
+        vocab, cfg, pre_cfg, shape, site, info = read_metadata(meta, Path(path).name)
+        expected = expected_tensors(cfg, pre_cfg, n_features_of(shape))
+        got = {k: list(v.shape) for k, v in header.items()}
+        if got != expected:
+            raise ModelFileError(f"{Path(path).name}: tensors {got} do not match the metadata, which implies {expected}: "
+                                 "the file is damaged or was edited; download it again")
+        t = load_tensors(path, None, ModelFileError, device)
+        model = SupervisedSAE(cfg)
+        model.load_state_dict({k[len("model."):]: v.float() for k, v in t.items() if k.startswith("model.")})
+        pre = Preprocessor.from_tensors({k: v for k, v in t.items() if k.startswith("pre.")}, n_features_of(shape), pre_cfg)
+        return cls(model.to(device), pre, vocab, site, shape, info)
+
+
+def read_metadata(meta: dict[str, str], what: str):
+    """Parse and cross-check an SSAE file's metadata (vocabulary, configs, shape) without its tensors."""
+    fmt = meta.get("ssae.format")
+    if fmt != MODEL_FORMAT:
+        raise ModelFileError(f"{what} is not an SSAE file of format {MODEL_FORMAT!r} (found {fmt!r}): "
+                             "choose a file written by ssae, or upgrade ssae if it is newer")
+    try:
+        vocab = Vocabulary(json_meta(meta, "ssae.vocabulary", what, ModelFileError))
+        if vocab.n_concepts > MAX_CONCEPTS:
+            raise ModelFileError(f"{what} claims {vocab.n_concepts} concepts; at most {MAX_CONCEPTS} are accepted")
+        cfg = ModelConfig.from_dict(json_meta(meta, "ssae.model", what, ModelFileError))
+        pre_cfg = PreprocessConfig(**json_meta(meta, "ssae.preprocess", what, ModelFileError))
+        shape = json_meta(meta, "ssae.feature_shape", what, ModelFileError)
+        n = n_features_of(shape)
+    except (SSAEError, TypeError, AttributeError) as e:
+        raise ModelFileError(f"{what} has inconsistent metadata ({e}): download or train it again") from e
+    if cfg.n_concepts != vocab.n_concepts:
+        raise ModelFileError(f"{what}: model has {cfg.n_concepts} concepts, vocabulary {vocab.n_concepts}")
+    kept = pre_cfg.top_k if pre_cfg.top_k is not None and pre_cfg.top_k < n else n
+    if cfg.n_features != kept:
+        raise ModelFileError(f"{what}: decoder writes {cfg.n_features} features, preprocessing keeps {kept}")
+    std = ("format", "vocabulary", "site", "feature_shape", "model", "preprocess")
+    info = {}
+    for key in meta:
+        if key.startswith("ssae.") and key[5:] not in std:
+            info[key[5:]] = json_meta(meta, key, what, ModelFileError)
+    return vocab, cfg, pre_cfg, shape, meta.get("ssae.site", "unknown"), info
+
+
+def expected_tensors(cfg: ModelConfig, pre: PreprocessConfig, n_features: int) -> dict[str, list[int]]:
+    """Names and shapes an SSAE file with this metadata must hold."""
+    t = {"model.embed": [cfg.n_concepts, cfg.d], "model.W": [cfg.basis_size, cfg.n_features],
+         "model.b": [cfg.n_features], "pre.shift": [cfg.n_features], "pre.scale": [cfg.n_features]}
+    if cfg.decoder == "mlp":
+        t |= {"model.W1": [cfg.code_size, cfg.hidden], "model.b1": [cfg.hidden]}
+    if cfg.n_features != n_features:
+        t |= {"pre.index": [cfg.n_features], "pre.fill": [n_features]}
+    return t

@@ -1,0 +1,180 @@
+"""Steering and capture maths on plain tensors, shared by the conditioning site and every joint-block site.
+
+A site names where features live: `conditioning` (SD3.5's prompt embedding [L, 4096] plus pooled
+[2048]) or `joint_blocks.{i}.txt|img` (the text or image stream output of MMDiT joint block i).
+Token-level features align on the first tokens: a delta of L' tokens edits the first min(L, L')
+tokens of a stream of L; a pooled (token-mean) feature is broadcast over every token.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from .errors import ShapeMismatchError, SSAEError
+from .ssae_file import SSAE
+
+Stream = Literal["txt", "img"]
+ApplyTo = Literal["positive", "both"]
+_SITE = re.compile(r"^joint_blocks\.(\d+)\.(txt|img)$")
+
+
+@dataclass(frozen=True)
+class Site:
+    """`conditioning`, or joint block `block`'s `stream` output."""
+
+    block: int | None = None
+    stream: Stream | None = None
+
+    @property
+    def is_conditioning(self) -> bool:
+        return self.block is None
+
+    def __str__(self) -> str:
+        return "conditioning" if self.is_conditioning else f"joint_blocks.{self.block}.{self.stream}"
+
+
+def parse_site(site: str) -> Site:
+    """'conditioning' or 'joint_blocks.7.txt' -> Site; anything else is an error listing the forms."""
+    if site == "conditioning":
+        return Site()
+    m = _SITE.match(site)
+    if not m:
+        raise SSAEError(f"unknown site {site!r}: use 'conditioning' or 'joint_blocks.<i>.txt' / 'joint_blocks.<i>.img'")
+    return Site(int(m.group(1)), m.group(2))  # type: ignore[arg-type]
+
+
+def check_block_site(site: Site, depth: int, hidden: int, feature_width: int) -> None:
+    """Refuse a block site the model does not have, or one whose width is not the model's hidden size."""
+    if site.is_conditioning:
+        raise SSAEError("this SSAE was trained on the conditioning: use SSAEApplyConditioning, not a block patch")
+    if not 0 <= site.block < depth:
+        raise ShapeMismatchError(f"site {site} does not exist: this model has joint blocks 0..{depth - 1}")
+    if site.stream == "txt" and site.block == depth - 1:
+        raise ShapeMismatchError(f"site {site}: the last joint block's text stream is not computed by SD3 "
+                                 f"(pre_only); use joint_blocks.{depth - 1}.img or an earlier block's txt")
+    if feature_width != hidden:
+        raise ShapeMismatchError(f"this SSAE was trained on features {feature_width} wide, but the model's hidden size "
+                                 f"is {hidden}: it belongs to another model (SD3.5 Medium is 1536, Large 2432)")
+
+
+# -- deltas ---------------------------------------------------------------------------------------
+
+def feature_width(ssae: SSAE) -> int:
+    """Channel width of a token-level or pooled feature: the last dim of its (main) shape."""
+    shape = ssae.feature_shape
+    main = next(iter(shape.values())) if isinstance(shape, dict) else shape
+    return int(main[-1])
+
+
+def align_tokens(delta: torch.Tensor, length: int) -> torch.Tensor:
+    """[L', C] -> [length, C]: truncate, or pad with zeros (extra tokens are left unchanged)."""
+    if delta.shape[0] >= length:
+        return delta[:length]
+    return torch.cat([delta, delta.new_zeros(length - delta.shape[0], delta.shape[1])])
+
+
+def add_to_stream(x: torch.Tensor, delta: torch.Tensor, rows: torch.Tensor | None = None,
+                  strength: float = 1.0) -> torch.Tensor:
+    """x [B, L, C] + strength * delta on the chosen rows; delta [L', C] token-aligned or [C] broadcast."""
+    if delta.shape[-1] != x.shape[-1]:
+        raise ShapeMismatchError(f"the edit is {delta.shape[-1]} wide but the stream is {x.shape[-1]} wide: "
+                                 "this SSAE belongs to another model or site")
+    d = delta if delta.ndim == 1 else align_tokens(delta, x.shape[1])
+    d = (strength * d).to(x.device, x.dtype)
+    if rows is None:
+        return x + d
+    return x + rows.to(x.device).view(-1, 1, 1).to(x.dtype) * d
+
+
+class DeltaCache:
+    """A delta computed once on the CPU and kept per (device, dtype), so sampling steps pay nothing."""
+
+    def __init__(self, delta: torch.Tensor | dict[str, torch.Tensor]):
+        self.delta = delta
+        self._copies: dict = {}
+
+    def get(self, device: torch.device, dtype: torch.dtype, part: str | None = None) -> torch.Tensor:
+        key = (str(device), dtype, part)
+        if key not in self._copies:
+            src = self.delta[part] if part is not None else self.delta
+            self._copies[key] = src.to(device, dtype)
+        return self._copies[key]
+
+
+# -- CFG rows and schedule windows --------------------------------------------------------------
+
+def cfg_rows(cond_or_uncond: list[int] | None, batch: int, apply_to: ApplyTo) -> torch.Tensor | None:
+    """Bool [batch] of rows to edit. ComfyUI batches chunks in `cond_or_uncond` order (0 = positive)."""
+    if apply_to == "both" or not cond_or_uncond:
+        return None
+    n = len(cond_or_uncond)
+    if batch % n:
+        return None
+    per = batch // n
+    return torch.tensor([c == 0 for c in cond_or_uncond]).repeat_interleave(per)
+
+
+def in_window(sigma: float, sigma_start: float, sigma_end: float) -> bool:
+    """Whether a step's sigma lies in [sigma_end, sigma_start] (sigmas fall as sampling proceeds)."""
+    return sigma_end <= sigma <= sigma_start
+
+
+# -- conditioning -------------------------------------------------------------------------------
+
+def split_conditioning(ssae: SSAE, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A flat conditioning-site vector -> (tokens [L, C], pooled [P] or None)."""
+    parts = ssae.unflatten(flat)
+    if not isinstance(parts, dict):
+        return parts.reshape(-1, parts.shape[-1]) if parts.ndim > 1 else parts[None], None
+    names = list(parts)
+    return parts[names[0]], parts[names[1]] if len(names) > 1 else None
+
+
+def edit_conditioning(cond: torch.Tensor, pooled: torch.Tensor | None, tokens_delta: torch.Tensor,
+                      pooled_delta: torch.Tensor | None, strength: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Add an SSAE edit to a prompt's conditioning [B, L, C] and pooled [B, P]; other values unchanged."""
+    cond = add_to_stream(cond, tokens_delta, None, strength)
+    if pooled is not None and pooled_delta is not None:
+        if pooled.shape[-1] != pooled_delta.shape[-1]:
+            raise ShapeMismatchError(f"pooled output is {pooled.shape[-1]} wide, the SSAE's {pooled_delta.shape[-1]}")
+        pooled = pooled + strength * pooled_delta.to(pooled.device, pooled.dtype)
+    return cond, pooled
+
+
+# -- capture ------------------------------------------------------------------------------------
+
+class CaptureBuffer:
+    """Records a stream's output over the steps of a sampling run and averages it per positive row.
+
+    pool='mean' averages over tokens (the default for the image stream, whose length depends on the
+    resolution); pool='none' keeps every token (the text stream)."""
+
+    def __init__(self, pool: Literal["mean", "none"] = "mean"):
+        self.pool = pool
+        self._sum: torch.Tensor | None = None
+        self._steps = 0
+
+    def record(self, x: torch.Tensor, rows: torch.Tensor | None) -> None:
+        x = x.detach()
+        if rows is not None:
+            x = x[rows.to(x.device)]
+        x = x.mean(1) if self.pool == "mean" else x
+        x = x.float().cpu()
+        if self._sum is not None and self._sum.shape != x.shape:
+            raise ShapeMismatchError(f"captured shapes changed within a run ({list(self._sum.shape)} then "
+                                     f"{list(x.shape)}): capture one resolution and batch size per run")
+        self._sum = x if self._sum is None else self._sum + x
+        self._steps += 1
+
+    @property
+    def steps(self) -> int:
+        return self._steps
+
+    def result(self) -> torch.Tensor:
+        """[B_positive, F] flattened mean over the recorded steps."""
+        if self._sum is None:
+            raise SSAEError("nothing was captured: the capture window held no sampling step; widen start/end percent")
+        return (self._sum / self._steps).flatten(1)

@@ -1,0 +1,250 @@
+"""Feature sets: labelled features on disk, one .safetensors file or a folder of shards with a manifest.
+
+Format (docs/FORMATS.md): tensor `features` [N, F]; metadata `ssae.format`, `ssae.vocabulary`,
+`ssae.labels`, optional `ssae.split`, `ssae.prompts`, `ssae.site`, `ssae.feature_shape`.
+A folder holds shard files of that same format plus `manifest.json`; appending writes one new shard
+and then the manifest, both atomically, so a crash at any point leaves every completed shard readable.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import FeatureFileError, VocabularyError
+from .safefile import atomic_save, atomic_write_text, json_meta, load_tensors, read_header
+from .vocab import Vocabulary
+
+FEATURES_FORMAT = "ssae-features/1"
+MANIFEST = "manifest.json"
+SPLITS = ("train", "test")
+FeatureShape = list[int] | dict[str, list[int]]
+
+
+def n_features_of(shape: FeatureShape) -> int:
+    """Flat size of a feature shape: a list of ints, or named parts {name: shape} concatenated in order."""
+    parts = shape.values() if isinstance(shape, dict) else [shape]
+    return sum(math.prod(p) for p in parts)
+
+
+def check_finite(x: torch.Tensor, what: str, offset: int = 0) -> None:
+    """Refuse NaN/inf features, naming the first bad sample."""
+    bad = ~torch.isfinite(x).reshape(x.shape[0], -1).all(1)
+    if bad.any():
+        i = int(bad.nonzero()[0]) + offset
+        raise FeatureFileError(f"{what}: sample {i} has NaN or inf features ({int(bad.sum())} bad samples in all); "
+                               "drop those samples or capture them again (e.g. in float32)")
+
+
+@dataclass
+class FeatureSet:
+    """Metadata of a feature set and lazy access to its rows; nothing large is read on open."""
+
+    shards: list[Path]
+    counts: list[int]
+    vocabulary: Vocabulary
+    labels: list[list[str]]
+    split: list[str] | None
+    prompts: list[str] | None
+    site: str
+    feature_shape: FeatureShape
+    n_features: int
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def indices(self, split: str | None = None) -> torch.Tensor:
+        """Row indices of a split ('train'/'test'); all rows for None. An unsplit set is all 'train'."""
+        if split is None:
+            return torch.arange(len(self))
+        if split not in SPLITS:
+            raise FeatureFileError(f"unknown split {split!r}: use 'train' or 'test'")
+        tags = self.split or ["train"] * len(self)
+        idx = torch.tensor([i for i, s in enumerate(tags) if s == split], dtype=torch.long)
+        if idx.numel() == 0:
+            raise FeatureFileError(f"the {split!r} split of this feature set is empty: "
+                                   f"it has {len(self)} samples with splits {sorted(set(tags))}")
+        return idx
+
+    def mask(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        labels = self.labels if rows is None else [self.labels[i] for i in rows.tolist()]
+        return self.vocabulary.mask(labels)
+
+    def row_blocks(self, rows: torch.Tensor | None = None, dtype=torch.float32) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(positions in `rows`, features) per shard, in order; features checked to be finite."""
+        rows = torch.arange(len(self)) if rows is None else rows
+        start = 0
+        for path, n in zip(self.shards, self.counts):
+            sel = ((rows >= start) & (rows < start + n)).nonzero().flatten()
+            if sel.numel():
+                x = load_tensors(path, ["features"], FeatureFileError)["features"]
+                x = x[rows[sel] - start].to(dtype)
+                check_finite(x, path.name, start)
+                yield sel, x
+            start += n
+
+    def load(self, rows: torch.Tensor | None = None, dtype=torch.float32) -> torch.Tensor:
+        """[len(rows), F] features of the chosen rows, in that order."""
+        rows = torch.arange(len(self)) if rows is None else rows
+        out = torch.empty(rows.numel(), self.n_features, dtype=dtype)
+        for sel, x in self.row_blocks(rows, dtype):
+            out[sel] = x
+        return out
+
+
+def save_features(path: str | Path, features: torch.Tensor, vocabulary: Vocabulary, labels: Sequence[Sequence[str]],
+                  split: Sequence[str] | None = None, prompts: Sequence[str] | None = None,
+                  site: str = "unknown", feature_shape: FeatureShape | None = None) -> Path:
+    """Write one feature-set file atomically after validating everything that goes in."""
+    features = features.reshape(features.shape[0], -1) if features.ndim > 2 else features
+    meta = _validated_meta(features, vocabulary, labels, split, prompts, site, feature_shape, Path(path).name)
+    return atomic_save({"features": features}, meta, path)
+
+
+def append_features(folder: str | Path, features: torch.Tensor, vocabulary: Vocabulary,
+                    labels: Sequence[Sequence[str]], split: Sequence[str] | None = None,
+                    prompts: Sequence[str] | None = None, site: str = "unknown",
+                    feature_shape: FeatureShape | None = None) -> Path:
+    """Add a shard to a feature-set folder (created if needed); existing shards are never rewritten."""
+    folder = Path(folder)
+    manifest = _read_manifest(folder) if (folder / MANIFEST).exists() else None
+    if manifest is not None:
+        fs = feature_shape if feature_shape is not None else [int(features[0].numel())]
+        if (manifest["site"], manifest["n_features"], manifest["vocabulary"]) != \
+                (site, n_features_of(fs), vocabulary.categories):
+            raise FeatureFileError(
+                f"{folder} holds features of site {manifest['site']!r}, size {manifest['n_features']} and another "
+                f"vocabulary; these are site {site!r}, size {n_features_of(fs)}: append to a new folder instead")
+    shards = manifest["shards"] if manifest else []
+    k = len(shards)
+    while (folder / f"shard-{k:05d}.safetensors").exists():  # written before a crash that lost its manifest entry
+        k += 1
+    name = f"shard-{k:05d}.safetensors"
+    save_features(folder / name, features, vocabulary, labels, split, prompts, site, feature_shape)
+    shards = shards + [{"file": name, "n": len(labels)}]
+    doc = {"format": FEATURES_FORMAT, "site": site, "n_features": n_features_of(feature_shape or [features[0].numel()]),
+           "vocabulary": vocabulary.categories, "shards": shards}
+    atomic_write_text(json.dumps(doc, indent=1), folder / MANIFEST)
+    return folder / name
+
+
+def load_features(path: str | Path) -> FeatureSet:
+    """Open a feature-set file or folder, validating all metadata; features stay on disk until asked for."""
+    path = Path(path)
+    if not path.exists():
+        raise FeatureFileError(f"no feature set at {path}: give a .safetensors file or a folder with {MANIFEST}")
+    if path.is_dir():
+        files = [path / s["file"] for s in _read_manifest(path)["shards"]]
+        if not files:
+            raise FeatureFileError(f"{path} has no shards yet: capture and save some features first")
+    else:
+        files = [path]
+    parts = [_open_shard(f) for f in files]
+    first = parts[0]
+    for p, f in zip(parts[1:], files[1:]):
+        if (p.site, p.n_features, p.vocabulary) != (first.site, first.n_features, first.vocabulary):
+            raise FeatureFileError(f"shard {f.name} disagrees with {files[0].name} on site, size or vocabulary")
+    has_split, has_prompts = all(p.split for p in parts), all(p.prompts for p in parts)
+    return FeatureSet(
+        shards=files, counts=[len(p.labels) for p in parts], vocabulary=first.vocabulary,
+        labels=[lab for p in parts for lab in p.labels],
+        split=[s for p in parts for s in p.split] if has_split else None,
+        prompts=[s for p in parts for s in p.prompts] if has_prompts else None,
+        site=first.site, feature_shape=first.feature_shape, n_features=first.n_features)
+
+
+# -- internals ----------------------------------------------------------------------------------
+
+def _validated_meta(features, vocabulary, labels, split, prompts, site, feature_shape, what) -> dict[str, str]:
+    if features.ndim != 2 or features.shape[0] == 0:
+        raise FeatureFileError(f"{what}: features must be [N, F] with N > 0, got shape {list(features.shape)}")
+    if not features.is_floating_point():
+        raise FeatureFileError(f"{what}: features must be floating point, got {features.dtype}")
+    N, F = features.shape
+    check_finite(features, what)
+    if len(labels) != N:
+        raise FeatureFileError(f"{what}: {len(labels)} label lists for {N} samples: give one list of concepts per sample")
+    vocabulary.mask(labels)  # unknown concepts raise VocabularyError naming the known ones
+    labels = [[vocabulary.resolve(c) for c in row] for row in labels]
+    feature_shape = feature_shape if feature_shape is not None else [F]
+    if n_features_of(feature_shape) != F:
+        raise FeatureFileError(f"{what}: feature_shape {feature_shape} has {n_features_of(feature_shape)} values, "
+                               f"but each sample has {F}")
+    meta = {"ssae.format": FEATURES_FORMAT, "ssae.vocabulary": vocabulary.to_json(), "ssae.labels": json.dumps(labels),
+            "ssae.site": site, "ssae.feature_shape": json.dumps(feature_shape)}
+    for key, values in (("split", split), ("prompts", prompts)):
+        if values is not None:
+            if len(values) != N:
+                raise FeatureFileError(f"{what}: {len(values)} {key} entries for {N} samples")
+            meta[f"ssae.{key}"] = json.dumps(list(values))
+    if split is not None and not set(split) <= set(SPLITS):
+        raise FeatureFileError(f"{what}: split entries must be 'train' or 'test', got {sorted(set(split) - set(SPLITS))}")
+    return meta
+
+
+@dataclass
+class _Shard:
+    vocabulary: Vocabulary
+    labels: list[list[str]]
+    split: list[str] | None
+    prompts: list[str] | None
+    site: str
+    feature_shape: FeatureShape
+    n_features: int
+
+
+def _open_shard(path: Path) -> _Shard:
+    tensors, meta = read_header(path, FeatureFileError)
+    what = f"feature set {path.name}"
+    if "features" not in tensors or len(tensors["features"].shape) != 2:
+        raise FeatureFileError(f"{what} has no 2-D 'features' tensor (found {sorted(tensors)}): "
+                               "write it with ssae.save_features or the SSAESaveFeatures node")
+    N, F = tensors["features"].shape
+    if meta.get("ssae.format", FEATURES_FORMAT) != FEATURES_FORMAT:
+        raise FeatureFileError(f"{what} has format {meta['ssae.format']!r}; this ssae reads {FEATURES_FORMAT!r}: "
+                               "upgrade ssae")
+    try:
+        vocab = Vocabulary(json_meta(meta, "ssae.vocabulary", what, FeatureFileError))
+    except VocabularyError as e:
+        raise FeatureFileError(f"{what}: bad vocabulary metadata: {e}") from e
+    labels = json_meta(meta, "ssae.labels", what, FeatureFileError)
+    if not isinstance(labels, list) or len(labels) != N:
+        raise FeatureFileError(f"{what}: 'ssae.labels' must list one concept list per sample: "
+                               f"{len(labels) if isinstance(labels, list) else 'no list'} for {N} samples")
+    try:
+        vocab.mask(labels)
+    except Exception as e:
+        raise FeatureFileError(f"{what}: bad labels: {e}") from e
+    split = json_meta(meta, "ssae.split", what, FeatureFileError, None)
+    prompts = json_meta(meta, "ssae.prompts", what, FeatureFileError, None)
+    for key, v in (("split", split), ("prompts", prompts)):
+        if v is not None and (not isinstance(v, list) or len(v) != N):
+            raise FeatureFileError(f"{what}: 'ssae.{key}' must have one entry per sample ({N})")
+    if split is not None and not set(split) <= set(SPLITS):
+        raise FeatureFileError(f"{what}: split entries must be 'train' or 'test'")
+    shape = json_meta(meta, "ssae.feature_shape", what, FeatureFileError, [F])
+    try:
+        size = n_features_of(shape)
+    except TypeError:
+        size = -1
+    if size != F:
+        raise FeatureFileError(f"{what}: 'ssae.feature_shape' {shape} does not match {F} features per sample")
+    return _Shard(vocab, labels, split, prompts, meta.get("ssae.site", "unknown"), shape, F)
+
+
+def _read_manifest(folder: Path) -> dict:
+    try:
+        doc = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        assert isinstance(doc, dict) and isinstance(doc["shards"], list)
+        assert all(isinstance(s["file"], str) and "/" not in s["file"] and "\\" not in s["file"] and
+                   not s["file"].startswith(".") for s in doc["shards"])
+        return doc
+    except FileNotFoundError as e:
+        raise FeatureFileError(f"{folder} has no {MANIFEST}: it is not a feature-set folder") from e
+    except (OSError, ValueError, AssertionError, KeyError, TypeError) as e:
+        raise FeatureFileError(f"{folder / MANIFEST} is damaged ({e.__class__.__name__}): "
+                               "rebuild it from the shard files or capture again") from e

@@ -1,0 +1,370 @@
+"""Training: fit an SSAE to a feature set, fast by default and paper-faithful as a preset.
+
+Two solvers share one epoch loop (Adam, linear lr decay, validation, early stopping, checkpoints):
+- "gram" (default): the readout W is the ridge solution given the code, so the loss depends on the
+  data only through the N x N Gram matrix. Each step costs O(N^2 P), independent of the feature size F;
+  F enters once, in one chunked pass for the Gram matrix and one for the final readout.
+- "adam": W learned by minibatch Adam on the plain MSE, as the reference code (batch 16, lr 1e-3 -> 1e-4).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from .errors import SSAEError
+from .model import ModelConfig, SupervisedSAE
+from .preprocess import FeatureStats, PreprocessConfig, Preprocessor
+from .safefile import atomic_save, load_tensors, read_header
+from .ssae_file import SSAE
+from .store import FeatureSet
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int, int, dict], None]
+"""progress(epoch, total_epochs, {"loss": ..., "val": ...}); may raise to cancel (history is kept)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to fit; stored in the SSAE file as `ssae.training`."""
+
+    solver: Literal["gram", "adam"] = "gram"
+    epochs: int = 300
+    batch_size: int | None = None
+    """adam solver: samples per step, in order (the paper: 16); None = full batch."""
+    lr: float = 1e-2
+    lr_end: float = 1e-3
+    """Learning rate decays linearly per epoch from lr to lr_end (the paper: 1e-3 -> 1e-4)."""
+    ridge: float = 1e-3
+    """Ridge penalty of the solved readout, relative to the mean squared norm of the basis."""
+    val_fraction: float = 0.1
+    """Share of the training rows held back for early stopping (0: none)."""
+    patience: int = 40
+    """Stop after this many epochs without a better validation loss (0: never)."""
+    warm_start: bool = True
+    """adam solver: start W, b at their ridge solution instead of random."""
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    """bf16 autocast for the adam solver on CUDA."""
+    checkpoint_every: int = 25
+
+    def __post_init__(self) -> None:
+        if self.solver not in ("gram", "adam"):
+            raise SSAEError(f"unknown solver {self.solver!r}: use 'gram' or 'adam'")
+        if self.epochs < 0 or (self.batch_size is not None and self.batch_size < 1) or not 0 <= self.val_fraction < 1:
+            raise SSAEError(f"invalid training settings: epochs={self.epochs}, batch_size={self.batch_size}, "
+                            f"val_fraction={self.val_fraction}")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that defines a training run apart from the data: decoder, preprocessing, fitting."""
+
+    d: int = 10
+    code: Literal["concept", "sample"] = "concept"
+    activation: Literal["leaky_relu", "relu"] = "leaky_relu"
+    decoder: Literal["linear", "mlp"] = "mlp"
+    hidden: int = 256
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def model_config(self, n_concepts: int, n_features: int, n_samples: int) -> ModelConfig:
+        return ModelConfig(n_concepts, n_features, self.d, self.code, self.activation, self.decoder, self.hidden,
+                           n_samples if self.code == "sample" else 0)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_PAPER_LOOP = TrainConfig(solver="adam", epochs=100, batch_size=16, lr=1e-3, lr_end=1e-4, warm_start=False,
+                          patience=0, amp=False)
+PRESETS: dict[str, Recipe] = {
+    "default": Recipe(),
+    "additive": Recipe(decoder="linear", train=TrainConfig(epochs=0)),
+    "paper": Recipe(decoder="linear", preprocess=PreprocessConfig(top_k=1000, scale="minmax"), train=_PAPER_LOOP),
+    "paper-trainable": Recipe(code="sample", activation="relu", decoder="linear",
+                              preprocess=PreprocessConfig(top_k=1000, scale="minmax"), train=_PAPER_LOOP),
+    "paper-ils": Recipe(code="sample", activation="relu", decoder="linear",
+                        preprocess=PreprocessConfig(top_k=1000, scale="minmax"),
+                        train=TrainConfig(solver="gram", lr=1e-3, lr_end=1e-4, epochs=100, patience=0)),
+}
+"""default: mlp decoder, gram solver, all dimensions standardised. additive: the closed-form linear
+decoder. paper*: the three variants of the reference code with its loop and preprocessing."""
+
+
+@dataclass
+class TrainResult:
+    ssae: SSAE
+    history: list[dict]
+    best_epoch: int
+    seconds: float
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SSAEError("device 'cuda' asked for but no CUDA GPU is available: use --device cpu or auto")
+    return torch.device(name)
+
+
+def train(data: FeatureSet, recipe: Recipe = Recipe(), split: str = "train", progress: Progress | None = None,
+          checkpoint: str | Path | None = None) -> TrainResult:
+    """Fit an SSAE on one split of a feature set. With `checkpoint`, an interrupted run resumes from it."""
+    t0 = time.perf_counter()
+    cfg = recipe.train
+    dev = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    rows = data.indices(split)
+    fit_pos, val_pos = _holdout(rows.numel(), cfg.val_fraction, cfg.seed)
+    stats = FeatureStats.from_chunks(x for _, x in data.row_blocks(rows[fit_pos]))
+    pre = Preprocessor.fit(stats, recipe.preprocess)
+    Y = _preprocessed(data, rows, pre, dev)  # [n, F_kept], the rows of this split in order
+    mask = data.mask(rows).to(dev)
+    ids = torch.arange(rows.numel(), device=dev)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model = SupervisedSAE(recipe.model_config(data.vocabulary.n_concepts, pre.n_kept, rows.numel()), gen).to(dev)
+    fit_pos, val_pos = fit_pos.to(dev), val_pos.to(dev)
+
+    if cfg.solver == "gram":
+        objective = _GramObjective(Y, mask, ids, fit_pos, val_pos, cfg.ridge)
+        params = [p for n, p in model.named_parameters() if n not in ("W", "b")]
+    else:
+        objective = _MSEObjective(Y, mask, ids, fit_pos, val_pos, cfg)
+        if cfg.warm_start:
+            _solve_readout(model, Y, mask, ids, fit_pos, cfg.ridge)
+        params = list(model.parameters())
+    history, best = _epoch_loop(model, params, objective, cfg, progress, checkpoint,
+                                _fingerprint(data, rows, recipe))
+    if best is not None:
+        model.load_state_dict(best["state"])
+    if cfg.solver == "gram":  # refit the readout on every training row, validation rows included
+        _solve_readout(model, Y, mask, ids, None, cfg.ridge)
+    model.finalize_sample_codes(mask)
+    info = {"training": recipe.to_dict() | {"split": split, "n_train": rows.numel()},
+            "history": history, "best_epoch": best["epoch"] if best else len(history)}
+    ssae = SSAE(model.cpu(), pre, data.vocabulary, data.site, data.feature_shape, info)
+    return TrainResult(ssae, history, info["best_epoch"], time.perf_counter() - t0)
+
+
+# -- data -------------------------------------------------------------------------------------
+
+def _holdout(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fit and validation positions; validation only when there are enough rows for it."""
+    n_val = int(n * fraction)
+    if n_val < 1 or n - n_val < 2:
+        return torch.arange(n), torch.arange(0)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+def _preprocessed(data: FeatureSet, rows: torch.Tensor, pre: Preprocessor, dev: torch.device) -> torch.Tensor:
+    Y = torch.empty(rows.numel(), pre.n_kept, device=dev)
+    for sel, x in data.row_blocks(rows):
+        Y[sel.to(dev)] = pre.transform(x.to(dev))
+    return Y
+
+
+def _fingerprint(data: FeatureSet, rows: torch.Tensor, recipe: Recipe) -> str:
+    h = hashlib.sha256(json.dumps([recipe.to_dict(), data.site, data.n_features, len(data), rows.tolist(),
+                                   data.labels]).encode())
+    return h.hexdigest()[:16]
+
+
+# -- objectives -------------------------------------------------------------------------------
+
+def _basis(model: SupervisedSAE, mask, ids) -> torch.Tensor:
+    return model.basis(model.code(mask, ids))
+
+
+def _ridge_factor(H: torch.Tensor, ridge: float) -> torch.Tensor:
+    """(H^T H + lambda I)^-1 H^T for centred H, lambda relative to the mean squared column norm."""
+    B = H.T @ H
+    lam = ridge * B.diagonal().mean().clamp(min=1e-12) + 1e-10
+    return torch.linalg.solve(B + lam * torch.eye(B.shape[0], dtype=B.dtype, device=B.device), H.T)
+
+
+@torch.no_grad()
+def _solve_readout(model: SupervisedSAE, Y, mask, ids, pos: torch.Tensor | None, ridge: float,
+                   chunk: int = 1 << 16) -> None:
+    """Set W, b to the ridge solution on rows `pos` (all rows if None), streaming over feature columns."""
+    pos = torch.arange(Y.shape[0], device=Y.device) if pos is None else pos
+    H = _basis(model, mask[pos], ids[pos]).double()
+    h_mean = H.mean(0)
+    R = _ridge_factor(H - h_mean, ridge).float()  # [P, n]
+    for a in range(0, Y.shape[1], chunk):
+        Yc = Y[pos, a:a + chunk]
+        y_mean = Yc.mean(0)
+        model.W[:, a:a + chunk] = R @ (Yc - y_mean)
+        model.b[a:a + chunk] = y_mean - h_mean.float() @ model.W[:, a:a + chunk]
+
+
+class _GramObjective:
+    """Loss of the best ridge readout for the current code, from the Gram matrix alone.
+
+    With centred targets Yc and basis Hc on the fit rows T, W = A Hc_T^T Yc_T, A = (B + lambda I)^-1,
+    B = Hc_T^T Hc_T, S = Hc_T^T G_TT Hc_T:  SSE_T = tr G_TT - 2 tr(A S) + tr(A S A B); the validation
+    SSE likewise with G_TV and G_VV. Values are fractions of variance unexplained.
+    """
+
+    def __init__(self, Y, mask, ids, fit, val, ridge: float, chunk: int = 1 << 15):
+        self.mask, self.ids, self.fit, self.val, self.ridge = mask, ids, fit, val, ridge
+        G = torch.zeros(Y.shape[0], Y.shape[0], dtype=torch.float64, device=Y.device)
+        for a in range(0, Y.shape[1], chunk):
+            c = Y[:, a:a + chunk]
+            G += (c @ c.T).double()
+        p = torch.zeros(Y.shape[0], dtype=torch.float64, device=Y.device)
+        p[fit] = 1.0 / fit.numel()
+        C = torch.eye(Y.shape[0], dtype=torch.float64, device=Y.device) - p  # rows minus the fit mean
+        G = C @ G @ C.T
+        self.G_ff, self.G_fv = G[fit][:, fit], G[fit][:, val]
+        self.tr_fit = self.G_ff.trace()
+        self.tr_val = G[val][:, val].trace() if val.numel() else None
+
+    def __call__(self, model: SupervisedSAE) -> tuple[torch.Tensor, float | None]:
+        H = _basis(model, self.mask, self.ids).double()
+        H = H - H[self.fit].mean(0)
+        Ht = H[self.fit]
+        B = Ht.T @ Ht
+        lam = self.ridge * B.diagonal().mean().clamp(min=1e-12) + 1e-10
+        A = torch.linalg.inv(B + lam * torch.eye(B.shape[0], dtype=B.dtype, device=B.device))
+        S = Ht.T @ (self.G_ff @ Ht)
+        AS = A @ S
+        loss = (self.tr_fit - 2 * AS.trace() + (AS @ A @ B).trace()) / self.tr_fit
+        val = None
+        if self.tr_val is not None:
+            with torch.no_grad():
+                Hv = H[self.val]
+                M = Hv @ A  # [nv, P]
+                cross = (M @ (Ht.T @ self.G_fv)).trace()
+                quad = (M @ S @ M.T).trace()
+                val = float((self.tr_val - 2 * cross + quad) / self.tr_val)
+        return loss.float(), val
+
+
+class _MSEObjective:
+    """Plain MSE with an explicit readout, over minibatches of the fit rows in order (the reference loop)."""
+
+    def __init__(self, Y, mask, ids, fit, val, cfg: TrainConfig):
+        self.Y, self.mask, self.ids, self.fit, self.val, self.cfg = Y, mask, ids, fit, val, cfg
+        self.var_fit = ((Y[fit] - Y[fit].mean(0)) ** 2).sum(1).mean()
+        self.var_val = ((Y[val] - Y[val].mean(0)) ** 2).sum(1).mean() if val.numel() else None
+
+    def batches(self, epoch: int) -> list[torch.Tensor]:
+        bs = self.cfg.batch_size or self.fit.numel()
+        return list(self.fit.split(bs))
+
+    def loss(self, model: SupervisedSAE, pos: torch.Tensor) -> torch.Tensor:
+        amp = self.cfg.amp and self.Y.is_cuda
+        with torch.autocast("cuda", torch.bfloat16, enabled=amp):
+            pred = model(self.mask[pos], self.ids[pos])
+        return ((pred.float() - self.Y[pos]) ** 2).sum(1).mean() / self.var_fit
+
+    @torch.no_grad()
+    def validate(self, model: SupervisedSAE) -> float | None:
+        if self.var_val is None:
+            return None
+        err = torch.cat([((model(self.mask[p], self.ids[p]) - self.Y[p]) ** 2).sum(1) for p in self.val.split(4096)])
+        return float(err.mean() / self.var_val)
+
+
+# -- the loop ---------------------------------------------------------------------------------
+
+def _epoch_loop(model, params, objective, cfg: TrainConfig, progress: Progress | None,
+                checkpoint: str | Path | None, fingerprint: str) -> tuple[list[dict], dict | None]:
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    history: list[dict] = []
+    best: dict | None = None
+    start = 0
+    if checkpoint and Path(checkpoint).exists():
+        start, history, best = _load_checkpoint(checkpoint, model, opt, fingerprint)
+        log.info("resuming from %s at epoch %d", checkpoint, start)
+    stale = 0 if best is None else len(history) - best["epoch"]
+    try:
+        for epoch in range(start, cfg.epochs):
+            if cfg.patience and stale >= cfg.patience:
+                break
+            lr = cfg.lr + (cfg.lr_end - cfg.lr) * epoch / max(cfg.epochs - 1, 1)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            model.train()
+            if isinstance(objective, _GramObjective):
+                opt.zero_grad(set_to_none=True)
+                loss, val = objective(model)
+                loss.backward()
+                opt.step()
+                train_loss = loss.item()
+            else:
+                total = 0.0
+                batches = objective.batches(epoch)
+                for pos in batches:
+                    opt.zero_grad(set_to_none=True)
+                    loss = objective.loss(model, pos)
+                    loss.backward()
+                    opt.step()
+                    total += loss.item() * pos.numel()
+                train_loss, val = total / objective.fit.numel(), objective.validate(model)
+            if not (train_loss == train_loss) or train_loss == float("inf"):
+                raise SSAEError(f"training diverged at epoch {epoch} (loss {train_loss}): lower the learning rate")
+            history.append({"epoch": epoch, "loss": train_loss, "val": val, "lr": lr})
+            score = val if val is not None else None
+            if score is not None and (best is None or score < best["score"]):
+                best = {"epoch": epoch, "score": score,
+                        "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+                stale = 0
+            elif score is not None:
+                stale += 1
+            if progress:
+                progress(epoch + 1, cfg.epochs, history[-1])
+            if checkpoint and (epoch + 1) % cfg.checkpoint_every == 0:
+                _save_checkpoint(checkpoint, model, opt, epoch + 1, history, best, fingerprint)
+    except BaseException:
+        if checkpoint and history:  # cancelled or crashed: keep the loss history and the state reached
+            _save_checkpoint(checkpoint, model, opt, history[-1]["epoch"] + 1, history, best, fingerprint)
+        raise
+    if checkpoint:
+        _save_checkpoint(checkpoint, model, opt, len(history) and history[-1]["epoch"] + 1, history, best, fingerprint)
+    return history, best
+
+
+def _save_checkpoint(path, model, opt, epoch: int, history, best, fingerprint: str) -> None:
+    t = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if best is not None:
+        t |= {f"best.{k}": v for k, v in best["state"].items()}
+    for i, st in opt.state_dict()["state"].items():
+        t |= {f"optim.{i}.{k}": v if torch.is_tensor(v) else torch.tensor(v) for k, v in st.items()}
+    meta = {"ssae.checkpoint": "1", "epoch": str(epoch), "history": json.dumps(history), "fingerprint": fingerprint,
+            "best": json.dumps(None if best is None else {"epoch": best["epoch"], "score": best["score"]})}
+    atomic_save(t, meta, path)
+
+
+def _load_checkpoint(path, model, opt, fingerprint: str):
+    _, meta = read_header(path)
+    if meta.get("fingerprint") != fingerprint:
+        raise SSAEError(f"checkpoint {path} belongs to another run (other data or settings): "
+                        "delete it, or give a new checkpoint path")
+    t = load_tensors(path)
+    model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
+    state: dict[int, dict] = {}
+    for k, v in t.items():
+        if k.startswith("optim."):
+            _, i, name = k.split(".", 2)
+            state.setdefault(int(i), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+    b = json.loads(meta["best"])
+    best = None if b is None else b | {"state": {k[5:]: v for k, v in t.items() if k.startswith("best.")}}
+    return int(meta["epoch"]), json.loads(meta["history"]), best
+
+
+def with_overrides(recipe: Recipe, **train_overrides) -> Recipe:
+    """The recipe with some TrainConfig fields replaced (None values ignored), e.g. device or seed."""
+    kept = {k: v for k, v in train_overrides.items() if v is not None}
+    return replace(recipe, train=replace(recipe.train, **kept)) if kept else recipe
