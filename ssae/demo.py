@@ -17,7 +17,7 @@ from .train import PRESETS, train, with_overrides
 from .vocab import Vocabulary, split_heldout_pairs
 
 log = logging.getLogger(__name__)
-HELDOUT_PAIRS = 8
+HELDOUT_PAIRS = 4
 SITE = "minilm.last_hidden_state"
 
 

@@ -43,6 +43,30 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def loss_curve_image(history: list[dict], size: tuple[int, int] = (640, 400)):
+    """uint8 [H, W, 3] picture of the training and validation loss per epoch (for a node's IMAGE output)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    fig, ax = plt.subplots(figsize=(size[0] / 100, size[1] / 100), dpi=100)
+    if history:
+        ep = [h["epoch"] for h in history]
+        ax.plot(ep, [h["loss"] for h in history], label="train")
+        if history[0].get("val") is not None:
+            ax.plot(ep, [h["val"] for h in history], "--", label="validation")
+        ax.set_yscale("log")
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no training epochs (closed form)", ha="center", va="center", transform=ax.transAxes)
+    ax.set(xlabel="epoch", ylabel="fraction of variance unexplained", title="SSAE training")
+    fig.tight_layout()
+    fig.canvas.draw()
+    img = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return img
+
+
 def plot_report(histories: dict[str, list[dict]], rows: list[dict], path: str | Path) -> Path:
     """PNG: training/validation loss curves (left) and held-out explained variance per method (right)."""
     import matplotlib

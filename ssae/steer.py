@@ -147,34 +147,39 @@ def edit_conditioning(cond: torch.Tensor, pooled: torch.Tensor | None, tokens_de
 # -- capture ------------------------------------------------------------------------------------
 
 class CaptureBuffer:
-    """Records a stream's output over the steps of a sampling run and averages it per positive row.
+    """Records a stream's output over the steps of a sampling run, per positive row.
 
     pool='mean' averages over tokens (the default for the image stream, whose length depends on the
-    resolution); pool='none' keeps every token (the text stream)."""
+    resolution); pool='none' keeps every token (the text stream). per_step=False averages the steps
+    of the window into one sample per row; True keeps one sample per row and step."""
 
-    def __init__(self, pool: Literal["mean", "none"] = "mean"):
-        self.pool = pool
-        self._sum: torch.Tensor | None = None
-        self._steps = 0
+    def __init__(self, pool: Literal["mean", "none"] = "mean", per_step: bool = False):
+        self.pool, self.per_step = pool, per_step
+        self._steps: list[torch.Tensor] = []
+        self._count = 0
 
     def record(self, x: torch.Tensor, rows: torch.Tensor | None) -> None:
         x = x.detach()
         if rows is not None:
             x = x[rows.to(x.device)]
-        x = x.mean(1) if self.pool == "mean" else x
-        x = x.float().cpu()
-        if self._sum is not None and self._sum.shape != x.shape:
-            raise ShapeMismatchError(f"captured shapes changed within a run ({list(self._sum.shape)} then "
+        x = (x.mean(1) if self.pool == "mean" else x).float().cpu()
+        if self._steps and self._steps[0].shape != x.shape:
+            raise ShapeMismatchError(f"captured shapes changed within a run ({list(self._steps[0].shape)} then "
                                      f"{list(x.shape)}): capture one resolution and batch size per run")
-        self._sum = x if self._sum is None else self._sum + x
-        self._steps += 1
+        if self.per_step or not self._steps:
+            self._steps.append(x)
+        else:
+            self._steps[0] = self._steps[0] + x
+        self._count += 1
 
     @property
     def steps(self) -> int:
-        return self._steps
+        return self._count
 
-    def result(self) -> torch.Tensor:
-        """[B_positive, F] flattened mean over the recorded steps."""
-        if self._sum is None:
+    def take(self) -> torch.Tensor:
+        """[samples, F] flattened features (step mean, or every step), and reset for the next run."""
+        if not self._steps:
             raise SSAEError("nothing was captured: the capture window held no sampling step; widen start/end percent")
-        return (self._sum / self._steps).flatten(1)
+        out = torch.cat(self._steps) if self.per_step else self._steps[0] / self.steps
+        self._steps, self._count = [], 0
+        return out.flatten(1)

@@ -39,10 +39,10 @@ class TrainConfig:
     epochs: int = 300
     batch_size: int | None = None
     """adam solver: samples per step, in order (the paper: 16); None = full batch."""
-    lr: float = 1e-2
-    lr_end: float = 1e-3
+    lr: float = 3e-2
+    lr_end: float = 3e-3
     """Learning rate decays linearly per epoch from lr to lr_end (the paper: 1e-3 -> 1e-4)."""
-    ridge: float = 1e-3
+    ridge: float = 0.1
     """Ridge penalty of the solved readout, relative to the mean squared norm of the basis."""
     val_fraction: float = 0.1
     """Share of the training rows held back for early stopping (0: none)."""

@@ -1,0 +1,1 @@
+"""ComfyUI nodes for SSAE: thin adapters over the `ssae` library (V3 schema), one module per concern."""

@@ -1,0 +1,79 @@
+"""Socket types, the `ssae` model folder and host helpers shared by the node modules."""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+import folder_paths
+from comfy_api.latest import io
+
+from ssae.errors import SSAEError
+
+CATEGORY = "SSAE"
+SSAEType = io.Custom("SSAE")
+ConceptsType = io.Custom("SSAE_CONCEPTS")
+FeaturesType = io.Custom("SSAE_FEATURES")
+FEATURES_DIR = "ssae_features"
+
+
+def register_model_folder() -> None:
+    """models/ssae, also reachable as the `ssae` key of extra_model_paths.yaml."""
+    if "ssae" not in folder_paths.folder_names_and_paths:
+        folder_paths.folder_names_and_paths["ssae"] = ([os.path.join(folder_paths.models_dir, "ssae")], {".safetensors"})
+    os.makedirs(folder_paths.get_folder_paths("ssae")[0], exist_ok=True)
+
+
+def inside(base: str, name: str) -> str:
+    """`name` resolved under `base`; '../' and absolute paths are refused."""
+    base_real = os.path.realpath(base)
+    path = os.path.realpath(os.path.join(base_real, name))
+    if os.path.isabs(name) or os.path.commonpath([base_real, path]) != base_real:
+        raise SSAEError(f"{name!r} is outside {base}: give a name inside that folder")
+    return path
+
+
+def features_root() -> str:
+    return os.path.join(folder_paths.get_output_directory(), FEATURES_DIR)
+
+
+def feature_sets() -> list[str]:
+    """Feature-set folders under output/ssae_features (those with a manifest)."""
+    root = features_root()
+    if not os.path.isdir(root):
+        return []
+    return sorted(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, "manifest.json")))
+
+
+@contextmanager
+def node_errors():
+    """Turn the library's errors into one-line node errors (no tensor stack trace for the user)."""
+    try:
+        yield
+    except SSAEError as e:
+        raise ValueError(f"SSAE: {e}") from None
+
+
+def mmdit_geometry(model) -> tuple[int, int]:
+    """(depth, hidden size) of a MODEL's MMDiT; a clear error for a model that is not SD3/SD3.5."""
+    dm = model.get_model_object("diffusion_model")
+    blocks = getattr(dm, "joint_blocks", None)
+    if blocks is None:
+        raise SSAEError(f"this model ({type(dm).__name__}) has no MMDiT joint blocks: "
+                        "SSAE block patches need an SD3 / SD3.5 model")
+    return len(blocks), int(dm.x_embedder.proj.weight.shape[0])
+
+
+def block_hook_for(model, site, **hook_kwargs):
+    """A BlockHook on `site` chained onto any patch already on that block, plus the clone to set it on."""
+    from ssae.hooks import BlockHook
+    m = model.clone()
+    key = ("double_block", site.block)
+    previous = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {}).get(key)
+    hook = BlockHook(site.stream, previous=previous, **hook_kwargs)
+    m.set_model_patch_replace(hook, "dit", "double_block", site.block)
+    return m, hook
+
+
+def sigma_window(model, start_percent: float, end_percent: float) -> tuple[float, float]:
+    ms = model.get_model_object("model_sampling")
+    return float(ms.percent_to_sigma(start_percent)), float(ms.percent_to_sigma(end_percent))

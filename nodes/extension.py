@@ -1,0 +1,25 @@
+"""The extension: registers the model folder, the server route and every node."""
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+
+from .capture import SSAECaptureFeatures, SSAESaveFeatures
+from .common import register_model_folder
+from .concepts import SSAEConceptVector
+from .conditioning import SSAEApplyConditioning
+from .loader import SSAELoader, SSAESave
+from .patch import SSAEPatchModel
+from .routes import register_routes
+from .train import SSAETrain
+
+
+class SSAEExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [SSAELoader, SSAESave, SSAEConceptVector, SSAEApplyConditioning, SSAEPatchModel,
+                SSAECaptureFeatures, SSAESaveFeatures, SSAETrain]
+
+
+async def comfy_entrypoint() -> SSAEExtension:
+    register_model_folder()
+    register_routes()
+    return SSAEExtension()

@@ -1,0 +1,45 @@
+"""SSAEPatchModel: the block setting, add a concept edit to a joint block's text or image stream."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ssae.steer import DeltaCache, check_block_site, feature_width, parse_site
+
+from .common import CATEGORY, ConceptsType, block_hook_for, mmdit_geometry, node_errors, sigma_window
+from .concepts import SSAEConcepts
+
+
+class SSAEPatchModel(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SSAEPatchModel", display_name="SSAE Patch Model", category=CATEGORY,
+            description="Return a copy of the model whose joint block adds the concept edit to its text or image "
+                        "stream during a window of the schedule. The input model is not changed.",
+            inputs=[
+                io.Model.Input("model"),
+                ConceptsType.Input("concepts"),
+                io.Float.Input("strength", default=1.0, min=-20.0, max=20.0, step=0.05),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Start of the schedule window where the edit applies."),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01),
+                io.Combo.Input("apply_to", options=["positive", "both"], default="positive",
+                               tooltip="positive: only the conditioned CFG branch; both: also the negative."),
+                io.String.Input("site", default="", tooltip="Override the SSAE's site, e.g. joint_blocks.7.img "
+                                                            "(empty: the site it was trained at)."),
+            ],
+            outputs=[io.Model.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, concepts: SSAEConcepts, strength: float, start_percent: float, end_percent: float,
+                apply_to: str, site: str = "") -> io.NodeOutput:
+        ssae = concepts.ssae
+        with node_errors():
+            target = parse_site(site.strip() or ssae.site)
+            depth, hidden = mmdit_geometry(model)
+            check_block_site(target, depth, hidden, feature_width(ssae))
+            delta = ssae.unflatten(concepts.choice.delta(ssae))
+            m, _ = block_hook_for(model, target, edit=DeltaCache(delta), strength=strength,
+                                  sigma_window=sigma_window(model, start_percent, end_percent), apply_to=apply_to)
+        return io.NodeOutput(m)

@@ -1,0 +1,104 @@
+"""Patch, capture and conditioning maths on plain tensors (no ComfyUI)."""
+import pytest
+import torch
+
+from ssae.errors import ShapeMismatchError, SSAEError
+from ssae.steer import (CaptureBuffer, DeltaCache, Site, add_to_stream, align_tokens, cfg_rows, check_block_site,
+                        edit_conditioning, in_window, parse_site)
+
+
+def test_parse_site_forms():
+    assert parse_site("conditioning").is_conditioning
+    s = parse_site("joint_blocks.7.txt")
+    assert (s.block, s.stream, str(s)) == (7, "txt", "joint_blocks.7.txt")
+    for bad in ("joint_blocks.x.txt", "blocks.1.img", "joint_blocks.1.both", ""):
+        with pytest.raises(SSAEError, match="unknown site"):
+            parse_site(bad)
+
+
+def test_check_block_site_names_the_problem():
+    check_block_site(Site(3, "img"), depth=24, hidden=1536, feature_width=1536)
+    with pytest.raises(ShapeMismatchError, match="0..23"):
+        check_block_site(Site(24, "img"), 24, 1536, 1536)
+    with pytest.raises(ShapeMismatchError, match="pre_only"):
+        check_block_site(Site(23, "txt"), 24, 1536, 1536)
+    with pytest.raises(ShapeMismatchError, match="1536.*2432|2432"):
+        check_block_site(Site(3, "txt"), 38, 2432, 1536)
+    with pytest.raises(SSAEError, match="SSAEApplyConditioning"):
+        check_block_site(Site(), 24, 1536, 1536)
+
+
+def test_align_tokens_truncates_and_pads():
+    d = torch.arange(12.0).reshape(4, 3)
+    assert torch.equal(align_tokens(d, 2), d[:2])
+    padded = align_tokens(d, 6)
+    assert padded.shape == (6, 3) and torch.equal(padded[:4], d) and not padded[4:].any()
+
+
+def test_add_to_stream_token_and_pooled_and_rows():
+    x = torch.zeros(4, 5, 3)
+    tok = torch.ones(2, 3)
+    y = add_to_stream(x, tok, strength=2.0)
+    assert torch.equal(y[:, :2], torch.full((4, 2, 3), 2.0)) and not y[:, 2:].any()
+    pooled = torch.tensor([1.0, 2.0, 3.0])
+    rows = torch.tensor([True, False, True, False])
+    y = add_to_stream(x, pooled, rows)
+    assert torch.equal(y[0], pooled.expand(5, 3)) and not y[1].any() and not y[3].any()
+    assert not x.any(), "the input must not be modified in place"
+    with pytest.raises(ShapeMismatchError, match="wide"):
+        add_to_stream(x, torch.ones(4))
+
+
+def test_add_to_stream_keeps_dtype_and_strength_zero_is_identity():
+    x = torch.randn(2, 3, 4, dtype=torch.float16)
+    y = add_to_stream(x, torch.randn(4), strength=0.0)
+    assert y.dtype == torch.float16 and torch.equal(y, x)
+
+
+def test_cfg_rows_follow_cond_or_uncond_order():
+    assert cfg_rows([1, 0], 4, "positive").tolist() == [False, False, True, True]
+    assert cfg_rows([0, 1], 2, "positive").tolist() == [True, False]
+    assert cfg_rows([0, 1], 2, "both") is None
+    assert cfg_rows(None, 2, "positive") is None
+
+
+def test_in_window_is_inclusive_and_descending():
+    assert in_window(0.5, sigma_start=1.0, sigma_end=0.2)
+    assert in_window(1.0, 1.0, 0.2) and in_window(0.2, 1.0, 0.2)
+    assert not in_window(0.1, 1.0, 0.2) and not in_window(1.5, 1.0, 0.2)
+
+
+def test_delta_cache_converts_once_per_device_and_dtype():
+    c = DeltaCache(torch.ones(3))
+    a = c.get(torch.device("cpu"), torch.float16)
+    assert a.dtype == torch.float16 and c.get(torch.device("cpu"), torch.float16) is a
+    assert c.get(torch.device("cpu"), torch.float32) is not a
+
+
+def test_edit_conditioning_touches_tokens_and_pooled_only_as_asked():
+    cond, pooled = torch.zeros(1, 6, 4), torch.zeros(1, 2)
+    c2, p2 = edit_conditioning(cond, pooled, torch.ones(3, 4), torch.ones(2), 0.5)
+    assert torch.equal(c2[0, :3], torch.full((3, 4), 0.5)) and not c2[0, 3:].any()
+    assert torch.equal(p2, torch.full((1, 2), 0.5))
+    with pytest.raises(ShapeMismatchError):
+        edit_conditioning(cond, pooled, torch.ones(3, 4), torch.ones(5), 1.0)
+
+
+def test_capture_buffer_averages_steps_over_positive_rows():
+    buf = CaptureBuffer(pool="mean")
+    rows = torch.tensor([True, False])
+    buf.record(torch.ones(2, 3, 4), rows)
+    buf.record(3 * torch.ones(2, 3, 4), rows)
+    assert buf.steps == 2
+    out = buf.take()
+    assert out.shape == (1, 4) and torch.allclose(out, torch.full((1, 4), 2.0))
+    assert buf.steps == 0, "take() resets the buffer for the next run"
+    tok = CaptureBuffer(pool="none", per_step=True)
+    tok.record(torch.arange(6.0).reshape(1, 3, 2), None)
+    tok.record(torch.arange(6.0).reshape(1, 3, 2), None)
+    assert tok.take().shape == (2, 6)
+    with pytest.raises(SSAEError, match="window"):
+        CaptureBuffer().take()
+    buf.record(torch.ones(2, 3, 4), rows)
+    with pytest.raises(ShapeMismatchError):
+        buf.record(torch.ones(2, 3, 5), rows)
