@@ -1,0 +1,142 @@
+"""Host integration tests: a real ComfyUI started on 127.0.0.1 (CPU) with this project as a custom node.
+
+Run when COMFYUI_PATH names a ComfyUI checkout (COMFYUI_PYTHON: its interpreter, default this one;
+COMFYUI_STUBS: extra PYTHONPATH, default ../shared/comfy-host/stubs). Skipped with that reason otherwise.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared" / "comfy-host"
+
+
+def _host() -> tuple[Path, str] | None:
+    path = os.environ.get("COMFYUI_PATH")
+    if not path or not (Path(path) / "main.py").is_file():
+        return None
+    return Path(path), os.environ.get("COMFYUI_PYTHON", sys.executable)
+
+
+def pytest_collection_modifyitems(config, items):
+    if _host() is None:
+        skip = pytest.mark.skip(reason="no ComfyUI host: set COMFYUI_PATH to a ComfyUI checkout "
+                                       "(and COMFYUI_PYTHON to its venv's python) to run the host integration tests")
+        for item in items:
+            if "tests/host" in str(item.fspath).replace(os.sep, "/"):
+                item.add_marker(skip)
+
+
+class Comfy:
+    """A running ComfyUI: POST /prompt, wait for /history, read outputs."""
+
+    def __init__(self, url: str, base: Path, proc: subprocess.Popen, log: Path):
+        self.url, self.base, self.proc, self.log = url, base, proc, log
+
+    def get(self, route: str):
+        with urllib.request.urlopen(self.url + route, timeout=30) as r:
+            return json.loads(r.read())
+
+    def get_status(self, route: str) -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(self.url + route, timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    def run(self, graph: dict, timeout: float = 300) -> dict:
+        """Queue an API-format graph and wait for it; raises with the node error if it failed."""
+        body = json.dumps({"prompt": graph, "client_id": str(uuid.uuid4())}).encode()
+        req = urllib.request.Request(self.url + "/prompt", body, {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                pid = json.loads(r.read())["prompt_id"]
+        except urllib.error.HTTPError as e:
+            raise AssertionError(f"/prompt refused the graph: {e.read().decode()}") from None
+        end = time.time() + timeout
+        while time.time() < end:
+            h = self.get(f"/history/{pid}")
+            if pid in h:
+                status = h[pid]["status"]
+                if status.get("status_str") == "error":
+                    msgs = [m for m in status.get("messages", []) if m[0] == "execution_error"]
+                    raise RuntimeError(msgs[0][1]["exception_message"] if msgs else json.dumps(status))
+                if status.get("completed"):
+                    return h[pid]
+            time.sleep(0.2)
+        raise TimeoutError(f"prompt {pid} did not finish in {timeout}s; log: {self.log}")
+
+    def latent(self, prefix: str) -> torch.Tensor:
+        """The newest .latent file SaveLatent wrote under output/<prefix>* (safetensors 'latent_tensor')."""
+        from safetensors.torch import load_file
+        folder = self.base / "output" / Path(prefix).parent
+        files = sorted(folder.glob(Path(prefix).name + "_*.latent"), key=os.path.getmtime)
+        assert files, f"no latent written for {prefix}"
+        return load_file(str(files[-1]))["latent_tensor"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory):
+    host = _host()
+    assert host is not None
+    path, python = host
+    base = tmp_path_factory.mktemp("comfy")
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / "ComfyUI-SSAE").symlink_to(ROOT, target_is_directory=True)
+    maker = SHARED / "make_tiny_sd3.py"
+    if not maker.is_file():
+        pytest.skip(f"no tiny SD3 maker at {maker}")
+    models = base / "models"
+    for name, extra in (("tiny_sd3", []), ("tiny_sd35m", ["--x-self-attn", "0"])):
+        out = base / f"make_{name}"
+        subprocess.run([python, str(maker), str(out), *extra], check=True, capture_output=True)
+        (models / "diffusion_models").mkdir(parents=True, exist_ok=True)
+        (out / "diffusion_models" / "tiny_sd3.safetensors").rename(models / "diffusion_models" / f"{name}.safetensors")
+    (models / "ssae").mkdir()
+    yaml = base / "extra_model_paths.yaml"
+    yaml.write_text(f"ssae_test:\n  base_path: {base}\n  custom_nodes: custom_nodes\n"
+                    "  diffusion_models: models/diffusion_models\n  ssae: models/ssae\n")
+    port = _free_port()
+    env = dict(os.environ)
+    stubs = os.environ.get("COMFYUI_STUBS", str(SHARED / "stubs"))
+    if Path(stubs).is_dir():
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [stubs, env.get("PYTHONPATH")]))
+    log = base / "comfyui.log"
+    proc = subprocess.Popen([python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+                             "--extra-model-paths-config", str(yaml), "--output-directory", str(base / "output"),
+                             "--disable-auto-launch"],
+                            cwd=path, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    c = Comfy(f"http://127.0.0.1:{port}", base, proc, log)
+    end = time.time() + 180
+    while True:
+        try:
+            c.get("/system_stats")
+            break
+        except (urllib.error.URLError, ConnectionError):
+            if proc.poll() is not None or time.time() > end:
+                raise RuntimeError(f"ComfyUI did not start: {log.read_text()[-3000:]}")
+            time.sleep(0.5)
+    yield c
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
