@@ -174,3 +174,19 @@ def test_capture_save_train_load_patch_sample(comfy, ssae_files, model):
     comfy.run(compose_graph(model, "loop/patched", mix, patch={"file": "trained_in_comfy.safetensors", "strength": 5.0,
                                                                "concepts": {"add": {"brunette": 1}, "remove": {"blond": 1}}}))
     assert not torch.allclose(comfy.latent("loop/patched"), comfy.latent("loop/base"), atol=1e-4)
+
+
+def test_example_workflows_are_templates_of_known_nodes(comfy):
+    """Every example workflow is listed as a template, and its nodes and links fit the host's schemas."""
+    from pathlib import Path
+    folder = Path(__file__).resolve().parents[2] / "example_workflows"
+    names = sorted(p.stem for p in folder.glob("*.json"))
+    assert names and sorted(comfy.get("/workflow_templates")["ComfyUI-SSAE"]) == names
+    info = comfy.get("/object_info")
+    for name in names:
+        wf = comfy.get(f"/api/workflow_templates/ComfyUI-SSAE/{name}.json")
+        nodes = {n["id"]: n for n in wf["nodes"]}
+        assert all(n["type"] in info for n in nodes.values()), name
+        for _, src, src_slot, dst, dst_slot, typ in wf["links"]:
+            assert info[nodes[src]["type"]]["output"][src_slot] == typ, (name, src, typ)
+            assert nodes[dst]["inputs"][dst_slot]["type"] == typ, (name, dst, typ)

@@ -1,0 +1,100 @@
+"""Sampling overhead of SSAE patches and capture on a real ComfyUI MMDiT (random weights).
+
+Run with ComfyUI's interpreter:  COMFYUI_PATH=/path/to/ComfyUI $COMFYUI_PYTHON benchmarks/bench_sampling.py
+Times whole sampling runs (plain, patched block, conditioning-edited, capturing), interleaved and
+repeated, and reports the median per-step time and the overhead against plain sampling.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--depths", default="2,8", help="MMDiT depths to build (hidden = 64 * depth, as SD3)")
+    ap.add_argument("--size", type=int, default=256, help="image side in pixels")
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--maker", default=str(ROOT.parent / "shared" / "comfy-host" / "make_tiny_sd3.py"))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sampling.json"))
+    a = ap.parse_args()
+    comfy_path = os.environ.get("COMFYUI_PATH")
+    if not comfy_path:
+        sys.exit("set COMFYUI_PATH to a ComfyUI checkout and run with its python")
+    sys.path.insert(0, comfy_path)
+    sys.argv = [sys.argv[0], "--cpu"] if a.device == "cpu" else [sys.argv[0]]
+    import comfy.options
+    comfy.options.enable_args_parsing()  # as ComfyUI's main.py does, so that --cpu is honoured
+    import comfy.sample
+    import comfy.sd
+    import torch
+
+    from ssae.hooks import BlockHook
+    from ssae.steer import CaptureBuffer, DeltaCache, edit_conditioning
+
+    rows = []
+    for depth in map(int, a.depths.split(",")):
+        hidden = 64 * depth
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run([sys.executable, a.maker, tmp, "--depth", str(depth), "--pos", str(max(16, a.size // 16))],
+                           check=True, capture_output=True)
+            model = comfy.sd.load_diffusion_model(os.path.join(tmp, "diffusion_models", "tiny_sd3.safetensors"))
+        ctx, adm = 64, 32
+        g = torch.Generator().manual_seed(0)
+        cond = [[torch.randn(1, 154, ctx, generator=g), {"pooled_output": torch.randn(1, adm, generator=g)}]]
+        neg = [[torch.zeros(1, 154, ctx), {"pooled_output": torch.zeros(1, adm)}]]
+        latent = torch.zeros(1, 16, a.size // 8, a.size // 8)
+        noise = torch.randn(latent.shape, generator=g)
+        block = (depth - 1) // 2  # a middle block; the last one has no txt output
+
+        def patched(hook: BlockHook):
+            m = model.clone()
+            m.set_model_patch_replace(hook, "dit", "double_block", block)
+            return m
+
+        tokens_delta, pooled_delta = torch.randn(154, ctx, generator=g), torch.randn(adm, generator=g)
+        variants = {
+            "plain": lambda: (model, cond),
+            "patch img": lambda: (patched(BlockHook("img", edit=DeltaCache(torch.randn(hidden, generator=g)))), cond),
+            "patch txt": lambda: (patched(BlockHook("txt", edit=DeltaCache(torch.randn(154, hidden, generator=g)))), cond),
+            "conditioning edit": lambda: (model, [[*edit_conditioning(cond[0][0], cond[0][1]["pooled_output"],
+                                                                    tokens_delta, pooled_delta, 1.0)[:1],
+                                                   cond[0][1]]]),
+            "capture img": lambda: (patched(BlockHook("img", capture=CaptureBuffer("mean"))), cond),
+            "capture txt": lambda: (patched(BlockHook("txt", capture=CaptureBuffer("none"))), cond),
+        }
+        times: dict[str, list[float]] = {k: [] for k in variants}
+        for r in range(a.repeats + 1):
+            for name, make in variants.items():
+                t = time.perf_counter()
+                m, c = make()  # building the patch (delta on the right device) is part of the cost
+                comfy.sample.sample(m, noise, a.steps, 2.0, "euler", "simple", c, neg, latent, seed=0,
+                                    disable_pbar=True)
+                if r:  # the first round warms up
+                    times[name].append((time.perf_counter() - t) / a.steps)
+        plain = statistics.median(times["plain"])
+        for name, ts in times.items():
+            med = statistics.median(ts)
+            per_sample = {"capture img": hidden * 4, "capture txt": 154 * hidden * 4}.get(name)
+            rows.append({"depth": depth, "hidden": hidden, "image": a.size, "variant": name, "step_ms": med * 1e3,
+                         "overhead_pct": 100 * (med - plain) / plain, "capture_bytes_per_sample": per_sample})
+            print(f"| {depth} | {hidden} | {a.size} | {name} | {med * 1e3:.2f} | {100 * (med - plain) / plain:+.2f}% | "
+                  f"{per_sample or '–'} |", flush=True)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps({"device": a.device, "steps": a.steps, "repeats": a.repeats, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Write example_workflows/*.json (ComfyUI's UI workflow format) from compact graph specs.
+
+Widget order comes from a running ComfyUI's /object_info, so the files match the host exactly:
+    python scripts/build_example_workflows.py --url http://127.0.0.1:8188
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import urllib.request
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parents[1] / "example_workflows"
+CKPT = "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors"
+PORTRAIT = ("A blond girl, with blue eyes, sitting at a cafe, wearing a red t-shit, and a hat, holding a coffee, "
+            "looking to the left")
+SAMPLER = {"seed": 42, "steps": 28, "cfg": 4.5, "sampler_name": "euler", "scheduler": "sgm_uniform", "denoise": 1.0}
+
+
+def sd35_tail(positive, model=("ckpt", 0)) -> dict:
+    """Negative prompt, latent, sampler, decode and save: the end every image workflow shares."""
+    return {
+        "negative": ("CLIPTextEncode", {"text": "", "clip": ("ckpt", 1)}),
+        "latent": ("EmptySD3LatentImage", {"width": 1024, "height": 1024, "batch_size": 1}),
+        "sampler": ("KSampler", {**SAMPLER, "model": model, "positive": positive, "negative": ("negative", 0),
+                                 "latent_image": ("latent", 0)}),
+        "decode": ("VAEDecode", {"samples": ("sampler", 0), "vae": ("ckpt", 2)}),
+        "save": ("SaveImage", {"images": ("decode", 0), "filename_prefix": "ssae"}),
+    }
+
+
+WORKFLOWS = {
+    "compose_unseen_mix": {
+        "ckpt": ("CheckpointLoaderSimple", {"ckpt_name": CKPT}),
+        "ssae": ("SSAELoader", {"ssae_name": "sd35m_conditioning_portraits.safetensors"}),
+        "mix": ("SSAEConceptVector", {"ssae": ("ssae", 0), "mode": "compose", "concepts": json.dumps(
+            {"mode": "compose", "add": {"A brunette girl": 1.0, "on horseback in the forest": 1.0,
+                                        "and a baseball cap": 1.0, "holding a coffee": 1.0}, "remove": {}})}),
+        "compose": ("SSAEApplyConditioning", {"concepts": ("mix", 0), "strength": 1.0}),
+        **sd35_tail(("compose", 0)),
+    },
+    "edit_concept_conditioning": {
+        "ckpt": ("CheckpointLoaderSimple", {"ckpt_name": CKPT}),
+        "prompt": ("CLIPTextEncode", {"text": PORTRAIT, "clip": ("ckpt", 1)}),
+        "ssae": ("SSAELoader", {"ssae_name": "sd35m_conditioning_portraits.safetensors"}),
+        "swap": ("SSAEConceptVector", {"ssae": ("ssae", 0), "mode": "edit", "concepts": json.dumps(
+            {"mode": "edit", "add": {"A brunette girl": 1.0}, "remove": {"A blond girl": 1.0}})}),
+        "edit": ("SSAEApplyConditioning", {"concepts": ("swap", 0), "strength": 1.0, "conditioning": ("prompt", 0)}),
+        **sd35_tail(("edit", 0)),
+    },
+    "edit_concept_joint_block": {
+        "ckpt": ("CheckpointLoaderSimple", {"ckpt_name": CKPT}),
+        "prompt": ("CLIPTextEncode", {"text": PORTRAIT, "clip": ("ckpt", 1)}),
+        "ssae": ("SSAELoader", {"ssae_name": "sd35m_block12_img_portraits.safetensors"}),
+        "swap": ("SSAEConceptVector", {"ssae": ("ssae", 0), "mode": "edit", "concepts": json.dumps(
+            {"mode": "edit", "add": {"wearing a black t-shit": 1.0}, "remove": {"wearing a red t-shit": 1.0}})}),
+        "patch": ("SSAEPatchModel", {"model": ("ckpt", 0), "concepts": ("swap", 0), "strength": 1.0,
+                                     "start_percent": 0.0, "end_percent": 0.6, "apply_to": "positive", "site": ""}),
+        **sd35_tail(("prompt", 0), model=("patch", 0)),
+    },
+    "capture_features": {
+        "ckpt": ("CheckpointLoaderSimple", {"ckpt_name": CKPT}),
+        "prompt": ("CLIPTextEncode", {"text": PORTRAIT, "clip": ("ckpt", 1)}),
+        "capture": ("SSAECaptureFeatures", {"model": ("ckpt", 0), "site": "joint_blocks.12.img", "labels": PORTRAIT,
+                                            "vocabulary": "", "start_percent": 0.0, "end_percent": 1.0,
+                                            "steps": "mean", "tokens": "auto"}),
+        **{k: v for k, v in sd35_tail(("prompt", 0), model=("capture", 0)).items() if k not in ("decode", "save")},
+        "store": ("SSAESaveFeatures", {"features": ("capture", 1), "samples": ("sampler", 0),
+                                       "name": "portraits_block12_img", "split": "train"}),
+    },
+    "train_ssae": {
+        "train": ("SSAETrain", {"features": "portraits_block12_img", "preset": "default", "epochs": 300, "seed": 0,
+                                "device": "auto"}),
+        "save": ("SSAESave", {"ssae": ("train", 0), "filename": "sd35m_block12_img_portraits"}),
+        "curve": ("PreviewImage", {"images": ("train", 1)}),
+    },
+}
+
+
+def to_ui(spec: dict, info: dict) -> dict:
+    """Compact spec {key: (class, inputs)} -> UI workflow JSON (nodes laid out in columns by depth)."""
+    ids = {key: i + 1 for i, key in enumerate(spec)}
+    links, nodes = [], []
+    depth = {}
+
+    def d(key):
+        if key not in depth:
+            srcs = [v[0] for v in spec[key][1].values() if isinstance(v, tuple)]
+            depth[key] = 1 + max((d(s) for s in srcs), default=-1)
+        return depth[key]
+
+    out_links: dict[tuple[str, int], list[int]] = {}
+    link_of: dict[tuple[str, str], list] = {}
+    for key, (cls, inputs) in spec.items():
+        for name, v in inputs.items():
+            if isinstance(v, tuple):
+                lid = len(links) + 1
+                typ = info[spec[v[0]][0]]["output"][v[1]]
+                links.append([lid, ids[v[0]], v[1], ids[key], None, typ])
+                link_of[(key, name)] = links[-1]
+                out_links.setdefault(v, []).append(lid)
+    rows: dict[int, int] = {}
+    for order, (key, (cls, inputs)) in enumerate(sorted(spec.items(), key=lambda kv: d(kv[0]))):
+        schema = info[cls]
+        order_names = schema["input_order"].get("required", []) + schema["input_order"].get("optional", [])
+        all_inputs = {**schema["input"].get("required", {}), **schema["input"].get("optional", {})}
+        socket_inputs, widgets = [], []
+        for name in order_names:
+            typ = all_inputs[name][0]
+            is_widget = isinstance(typ, list) or typ in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+            v = inputs.get(name)
+            if isinstance(v, tuple) or not is_widget:
+                link = link_of.get((key, name))
+                if link:
+                    link[4] = len(socket_inputs)
+                socket_inputs.append({"name": name, "type": typ if isinstance(typ, str) else "COMBO",
+                                      "link": link[0] if link else None})
+            else:
+                widgets.append(v if v is not None else all_inputs[name][1].get("default"))
+                if name in ("seed", "noise_seed") and cls in ("KSampler", "KSamplerAdvanced"):
+                    widgets.append("fixed")
+        col = d(key)
+        row = rows.get(col, 0)
+        rows[col] = row + 1
+        nodes.append({
+            "id": ids[key], "type": cls, "pos": [60 + 380 * col, 60 + 260 * row], "size": [340, 200],
+            "flags": {}, "order": order, "mode": 0, "inputs": socket_inputs,
+            "outputs": [{"name": n, "type": t, "links": out_links.get((key, i), []), "slot_index": i}
+                        for i, (n, t) in enumerate(zip(schema["output_name"], schema["output"]))],
+            "properties": {"Node name for S&R": cls}, "widgets_values": widgets,
+        })
+    return {"last_node_id": len(nodes), "last_link_id": len(links), "nodes": nodes, "links": links,
+            "groups": [], "config": {}, "extra": {}, "version": 0.4}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--url", default="http://127.0.0.1:8188")
+    a = ap.parse_args()
+    with urllib.request.urlopen(a.url + "/object_info") as r:
+        info = json.loads(r.read())
+    OUT.mkdir(exist_ok=True)
+    for name, spec in WORKFLOWS.items():
+        (OUT / f"{name}.json").write_text(json.dumps(to_ui(spec, info), indent=1) + "\n")
+        print("wrote", OUT / f"{name}.json")
+
+
+if __name__ == "__main__":
+    main()
