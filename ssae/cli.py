@@ -10,32 +10,15 @@ from pathlib import Path
 from .errors import SSAEError
 
 
-def _progress_bar(desc: str):
-    """A training progress callback that drives a tqdm bar showing loss and validation loss live."""
-    from tqdm.auto import tqdm
-    bar = tqdm(desc=desc, unit="epoch", dynamic_ncols=True)
-
-    def update(epoch: int, total: int, info: dict) -> None:
-        bar.total = total
-        bar.n = epoch
-        post = {"loss": f"{info['loss']:.4f}"} | ({"val": f"{info['val']:.4f}"} if info.get("val") is not None else {})
-        bar.set_postfix(post, refresh=True)
-
-    update.close = bar.close
-    return update
-
-
 def cmd_train(a: argparse.Namespace) -> int:
     from .metrics import evaluate
+    from .progress import tqdm_progress
     from .store import load_features
     from .train import PRESETS, train, with_overrides
     data = load_features(a.features)
     recipe = with_overrides(PRESETS[a.preset], device=a.device, seed=a.seed, epochs=a.epochs)
-    bar = _progress_bar(f"train {a.preset}")
-    try:
+    with tqdm_progress(f"train {a.preset}") as bar:
         result = train(data, recipe, split=a.split, progress=bar, checkpoint=a.checkpoint)
-    finally:
-        bar.close()
     if data.split and "test" in data.split and a.split != "test":
         result.ssae.info["metrics"] = {"test": evaluate(result.ssae, data, "test")}
     result.ssae.save(a.out)

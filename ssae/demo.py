@@ -11,6 +11,7 @@ import logging
 import time
 from pathlib import Path
 
+from .progress import tqdm_progress
 from .report import baseline_rows, format_table, plot_report
 from .store import load_features, save_features
 from .train import PRESETS, train, with_overrides
@@ -52,8 +53,8 @@ def run_demo(out: Path, quick: bool = False) -> dict:
     results, histories = {}, {}
     for name in presets:
         recipe = PRESETS[name] if not quick else with_overrides(PRESETS[name], epochs=min(PRESETS[name].train.epochs, 30))
-        print(f"training SSAE preset {name!r} ...")
-        results[name] = train(data, recipe)
+        with tqdm_progress(f"SSAE preset {name!r}") as bar:
+            results[name] = train(data, recipe, progress=bar)
         histories[name] = results[name].history
     print("fitting baselines ...")
     rows = baseline_rows(data, presets, results, epochs=3 if quick else 20)
