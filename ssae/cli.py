@@ -11,12 +11,17 @@ from .errors import SSAEError
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    from .distributed import init_from_env, rank_and_world
     from .metrics import evaluate
     from .progress import tqdm_progress
     from .store import load_features
     from .train import PRESETS, train, with_overrides
     data = load_features(a.features)
     recipe = with_overrides(PRESETS[a.preset], device=a.device, seed=a.seed, epochs=a.epochs)
+    init_from_env()  # under torchrun: feature columns are split across the processes
+    if rank_and_world()[0] != 0:  # other ranks work silently and leave writing to rank 0
+        train(data, recipe, split=a.split, checkpoint=a.checkpoint)
+        return 0
     with tqdm_progress(f"train {a.preset}") as bar:
         result = train(data, recipe, split=a.split, progress=bar, checkpoint=a.checkpoint)
     if data.split and "test" in data.split and a.split != "test":

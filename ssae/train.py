@@ -19,6 +19,7 @@ from typing import Literal
 
 import torch
 
+from .distributed import all_reduce_sum, column_range, gather_columns, rank_and_world
 from .errors import SSAEError
 from .model import ModelConfig, SupervisedSAE
 from .preprocess import FeatureStats, PreprocessConfig, Preprocessor
@@ -121,34 +122,48 @@ def train(data: FeatureSet, recipe: Recipe = Recipe(), split: str = "train", pro
     """Fit an SSAE on one split of a feature set. With `checkpoint`, an interrupted run resumes from it."""
     t0 = time.perf_counter()
     cfg = recipe.train
+    rank, world = rank_and_world()
+    if world > 1 and cfg.solver != "gram":
+        raise SSAEError("multi-process training splits feature columns, which needs the gram solver: "
+                        "use a preset with solver 'gram' (the default) or run one process")
     dev = pick_device(cfg.device)
+    if dev.type == "cuda" and world > 1:
+        dev = torch.device("cuda", torch.cuda.current_device())
     torch.manual_seed(cfg.seed)
     rows = data.indices(split)
     fit_pos, val_pos = _holdout(rows.numel(), cfg.val_fraction, cfg.seed)
     stats = FeatureStats.from_chunks(x for _, x in data.row_blocks(rows[fit_pos]))
     pre = Preprocessor.fit(stats, recipe.preprocess)
-    Y = _preprocessed(data, rows, pre, dev)  # [n, F_kept], the rows of this split in order
+    cols = column_range(pre.n_kept, rank, world)
+    Y = _preprocessed(data, rows, pre, dev, cols)  # [n, this rank's kept features], rows of the split in order
     mask = data.mask(rows).to(dev)
     ids = torch.arange(rows.numel(), device=dev)
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = SupervisedSAE(recipe.model_config(data.vocabulary.n_concepts, pre.n_kept, rows.numel()), gen).to(dev)
+    model_cfg = recipe.model_config(data.vocabulary.n_concepts, pre.n_kept, rows.numel())
+    model = SupervisedSAE(replace(model_cfg, n_features=cols[1] - cols[0]), gen).to(dev)
     fit_pos, val_pos = fit_pos.to(dev), val_pos.to(dev)
 
     if cfg.solver == "gram":
         objective = _GramObjective(Y, mask, ids, fit_pos, val_pos, cfg.ridge)
-        params = [p for n, p in model.named_parameters() if n not in ("W", "b")]
+        trained = [n for n, _ in model.named_parameters() if n not in ("W", "b")]  # the readout is solved
     else:
         objective = _MSEObjective(Y, mask, ids, fit_pos, val_pos, cfg)
         if cfg.warm_start:
             _solve_readout(model, Y, mask, ids, fit_pos, cfg.ridge)
-        params = list(model.parameters())
-    history, best = _epoch_loop(model, params, objective, cfg, progress, checkpoint,
-                                _fingerprint(data, rows, recipe))
+        trained = [n for n, _ in model.named_parameters()]
+    history, best = _epoch_loop(model, trained, objective, cfg, progress if rank == 0 else None, checkpoint,
+                                _fingerprint(data, rows, recipe, world), writer=rank == 0)
     if best is not None:
-        model.load_state_dict(best["state"])
+        model.load_state_dict(best["state"], strict=False)
     if cfg.solver == "gram":  # refit the readout on every training row, validation rows included
         _solve_readout(model, Y, mask, ids, None, cfg.ridge)
     model.finalize_sample_codes(mask)
+    if world > 1:  # every rank holds a slice of the readout's columns: make the model whole
+        full = SupervisedSAE(model_cfg).to(dev)
+        state = model.state_dict()
+        state["W"], state["b"] = gather_columns(state["W"], pre.n_kept), gather_columns(state["b"], pre.n_kept)
+        full.load_state_dict(state)
+        model = full
     info = {"training": recipe.to_dict() | {"split": split, "n_train": rows.numel()},
             "history": history, "best_epoch": best["epoch"] if best else len(history)}
     ssae = SSAE(model.cpu(), pre, data.vocabulary, data.site, data.feature_shape, info)
@@ -166,16 +181,19 @@ def _holdout(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Te
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
 
-def _preprocessed(data: FeatureSet, rows: torch.Tensor, pre: Preprocessor, dev: torch.device) -> torch.Tensor:
-    Y = torch.empty(rows.numel(), pre.n_kept, device=dev)
+def _preprocessed(data: FeatureSet, rows: torch.Tensor, pre: Preprocessor, dev: torch.device,
+                  cols: tuple[int, int]) -> torch.Tensor:
+    """[n, b - a] preprocessed features of `rows`, kept columns a..b only."""
+    a, b = cols
+    Y = torch.empty(rows.numel(), b - a, device=dev)
     for sel, x in data.row_blocks(rows):
-        Y[sel.to(dev)] = pre.transform(x.to(dev))
+        Y[sel.to(dev)] = pre.transform(x.to(dev))[:, a:b]
     return Y
 
 
-def _fingerprint(data: FeatureSet, rows: torch.Tensor, recipe: Recipe) -> str:
+def _fingerprint(data: FeatureSet, rows: torch.Tensor, recipe: Recipe, world: int) -> str:
     h = hashlib.sha256(json.dumps([recipe.to_dict(), data.site, data.n_features, len(data), rows.tolist(),
-                                   data.labels]).encode())
+                                   data.labels, world]).encode())
     return h.hexdigest()[:16]
 
 
@@ -225,7 +243,7 @@ class _GramObjective:
         p = torch.zeros(Y.shape[0], dtype=torch.float64, device=Y.device)
         p[fit] = 1.0 / fit.numel()
         C = torch.eye(Y.shape[0], dtype=torch.float64, device=Y.device) - p  # rows minus the fit mean
-        G = C @ G @ C.T
+        G = C @ all_reduce_sum(G) @ C.T  # under torchrun each rank summed its own feature columns
         self.tr_fit = G.diagonal()[fit].sum()
         self.tr_val = G.diagonal()[val].sum() if val.numel() else None
         lam, U = torch.linalg.eigh(G)
@@ -285,9 +303,14 @@ class _MSEObjective:
 
 # -- the loop ---------------------------------------------------------------------------------
 
-def _epoch_loop(model, params, objective, cfg: TrainConfig, progress: Progress | None,
-                checkpoint: str | Path | None, fingerprint: str) -> tuple[list[dict], dict | None]:
-    opt = torch.optim.Adam(params, lr=cfg.lr)
+def _epoch_loop(model, trained: list[str], objective, cfg: TrainConfig, progress: Progress | None,
+                checkpoint: str | Path | None, fingerprint: str, writer: bool = True) -> tuple[list[dict], dict | None]:
+    """Adam epochs with linear lr decay, best-on-validation tracking, early stopping and checkpoints
+    (written by `writer` only, read by everyone)."""
+    named = dict(model.named_parameters())
+    opt = torch.optim.Adam([named[n] for n in trained], lr=cfg.lr)
+    kept = set(trained) | {n for n, _ in model.named_buffers()}
+    snapshot = lambda: {k: v.detach().clone() for k, v in model.state_dict().items() if k in kept}
     history: list[dict] = []
     best: dict | None = None
     start = 0
@@ -325,25 +348,26 @@ def _epoch_loop(model, params, objective, cfg: TrainConfig, progress: Progress |
             score = val if val is not None else None
             if score is not None and (best is None or score < best["score"]):
                 best = {"epoch": epoch, "score": score,
-                        "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+                        "state": snapshot()}
                 stale = 0
             elif score is not None:
                 stale += 1
             if progress:
                 progress(epoch + 1, cfg.epochs, history[-1])
-            if checkpoint and (epoch + 1) % cfg.checkpoint_every == 0:
-                _save_checkpoint(checkpoint, model, opt, epoch + 1, history, best, fingerprint)
+            if checkpoint and writer and (epoch + 1) % cfg.checkpoint_every == 0:
+                _save_checkpoint(checkpoint, model, kept, opt, epoch + 1, history, best, fingerprint)
     except BaseException:
-        if checkpoint and history:  # cancelled or crashed: keep the loss history and the state reached
-            _save_checkpoint(checkpoint, model, opt, history[-1]["epoch"] + 1, history, best, fingerprint)
+        if checkpoint and writer and history:  # cancelled or crashed: keep the loss history and the state reached
+            _save_checkpoint(checkpoint, model, kept, opt, history[-1]["epoch"] + 1, history, best, fingerprint)
         raise
-    if checkpoint:
-        _save_checkpoint(checkpoint, model, opt, len(history) and history[-1]["epoch"] + 1, history, best, fingerprint)
+    if checkpoint and writer:
+        done = history[-1]["epoch"] + 1 if history else 0
+        _save_checkpoint(checkpoint, model, kept, opt, done, history, best, fingerprint)
     return history, best
 
 
-def _save_checkpoint(path, model, opt, epoch: int, history, best, fingerprint: str) -> None:
-    t = {f"model.{k}": v for k, v in model.state_dict().items()}
+def _save_checkpoint(path, model, kept: set[str], opt, epoch: int, history, best, fingerprint: str) -> None:
+    t = {f"model.{k}": v for k, v in model.state_dict().items() if k in kept}
     if best is not None:
         t |= {f"best.{k}": v for k, v in best["state"].items()}
     for i, st in opt.state_dict()["state"].items():
@@ -359,7 +383,7 @@ def _load_checkpoint(path, model, opt, fingerprint: str):
         raise SSAEError(f"checkpoint {path} belongs to another run (other data or settings): "
                         "delete it, or give a new checkpoint path")
     t = load_tensors(path)
-    model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
+    model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")}, strict=False)
     state: dict[int, dict] = {}
     for k, v in t.items():
         if k.startswith("optim."):

@@ -1,0 +1,39 @@
+"""torchrun with two CPU processes (gloo) trains the same SSAE as one process."""
+import os
+import subprocess
+import sys
+
+import torch
+
+import ssae
+from ssae.distributed import column_range
+
+
+def test_column_ranges_cover_every_column_once():
+    for n in (1, 7, 10, 1000):
+        for world in (1, 2, 3, 8):
+            spans = [column_range(n, r, world) for r in range(world)]
+            assert spans[0][0] == 0 and spans[-1][1] == n
+            assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+
+
+def test_torchrun_two_processes_matches_one(tmp_path):
+    vocab = ssae.Vocabulary({"a": ["a0", "a1", "a2"], "b": ["b0", "b1"], "c": ["c0", "c1"]})
+    combos = [list(c) for c in vocab.all_combinations()] * 2
+    g = torch.Generator().manual_seed(0)
+    m = vocab.mask(combos)
+    x = m @ torch.randn(vocab.n_concepts, 301, generator=g) + torch.tanh(m @ torch.randn(vocab.n_concepts, 301,
+                                                                                             generator=g)) ** 2
+    feats = ssae.save_features(tmp_path / "f.safetensors", x + 0.01 * torch.randn(x.shape, generator=g), vocab, combos)
+    base = [sys.executable, "-m", "ssae", "train", str(feats), "--epochs", "15", "--device", "cpu"]
+    subprocess.run(base + ["--out", str(tmp_path / "one.safetensors")], check=True, capture_output=True)
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo"}  # gloo on loopback: no network is needed or used
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "ssae", "train", *base[4:], "--out", str(tmp_path / "two.safetensors")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    one, two = ssae.SSAE.load(tmp_path / "one.safetensors"), ssae.SSAE.load(tmp_path / "two.safetensors")
+    for name, t in one.model.state_dict().items():
+        assert torch.allclose(t, two.model.state_dict()[name], atol=1e-4, rtol=1e-4), name
+    mix = {"a1": 1.0, "b0": 1.0, "c1": 1.0}
+    assert torch.allclose(one.compose(mix), two.compose(mix), atol=1e-4)
