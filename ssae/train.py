@@ -132,7 +132,7 @@ def train(data: FeatureSet, recipe: Recipe = Recipe(), split: str = "train", pro
     torch.manual_seed(cfg.seed)
     rows = data.indices(split)
     fit_pos, val_pos = _holdout(rows.numel(), cfg.val_fraction, cfg.seed)
-    stats = FeatureStats.from_chunks(x for _, x in data.row_blocks(rows[fit_pos]))
+    stats = FeatureStats.from_chunks(x for _, x in data.row_blocks(rows))  # every training row
     pre = Preprocessor.fit(stats, recipe.preprocess)
     cols = column_range(pre.n_kept, rank, world)
     Y = _preprocessed(data, rows, pre, dev, cols)  # [n, this rank's kept features], rows of the split in order
