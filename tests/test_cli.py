@@ -5,7 +5,7 @@ import sys
 import ssae
 from ssae.cli import main
 
-from conftest import make_features
+from builders import make_features
 
 
 def test_train_eval_inspect(tmp_path, capsys):

@@ -9,7 +9,7 @@ from ssae.errors import ShapeMismatchError
 from ssae.metrics import ReconstructionMeter, decoder_decorrelation, evaluate, probe_accuracy
 from ssae.train import PRESETS, train
 
-from conftest import VOCAB, make_features
+from builders import VOCAB, make_features
 
 
 def test_explained_variance_perfect_and_mean():

@@ -11,7 +11,7 @@ from ssae.model import ModelConfig, SupervisedSAE
 from ssae.preprocess import PreprocessConfig, Preprocessor
 from ssae.train import PRESETS, with_overrides
 
-from conftest import make_features
+from builders import make_features
 
 FAST = {"epochs": 20}
 

@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 import ssae
 from ssae import FeatureFileError, VocabularyError
 
-from conftest import VOCAB, make_features
+from builders import VOCAB, make_features
 
 
 def test_round_trip_keeps_everything(tmp_path):

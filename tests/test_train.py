@@ -6,7 +6,7 @@ from ssae import SSAEError
 from ssae.metrics import evaluate
 from ssae.train import PRESETS, train, with_overrides
 
-from conftest import make_features
+from builders import make_features
 
 
 @pytest.fixture(scope="module")

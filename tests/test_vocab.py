@@ -2,7 +2,7 @@ import pytest
 
 from ssae import Vocabulary, VocabularyError, split_heldout_pairs
 
-from conftest import VOCAB
+from builders import VOCAB
 
 
 def test_portraits_vocabulary_is_the_papers():
