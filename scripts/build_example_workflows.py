@@ -99,7 +99,7 @@ def to_ui(spec: dict, info: dict) -> dict:
                 links.append([lid, ids[v[0]], v[1], ids[key], None, typ])
                 link_of[(key, name)] = links[-1]
                 out_links.setdefault(v, []).append(lid)
-    rows: dict[int, int] = {}
+    rows: dict[int, int] = {}  # next free y per column
     for order, (key, (cls, inputs)) in enumerate(sorted(spec.items(), key=lambda kv: d(kv[0]))):
         schema = info[cls]
         order_names = schema["input_order"].get("required", []) + schema["input_order"].get("optional", [])
@@ -120,10 +120,11 @@ def to_ui(spec: dict, info: dict) -> dict:
                 if name in ("seed", "noise_seed") and cls in ("KSampler", "KSamplerAdvanced"):
                     widgets.append("fixed")
         col = d(key)
-        row = rows.get(col, 0)
-        rows[col] = row + 1
+        y = rows.get(col, 60)
+        size = [420, 640] if cls == "SSAEConceptVector" else [340, 200]  # room for the concept widget
+        rows[col] = y + size[1] + 60
         nodes.append({
-            "id": ids[key], "type": cls, "pos": [60 + 380 * col, 60 + 260 * row], "size": [340, 200],
+            "id": ids[key], "type": cls, "pos": [60 + 460 * col, y], "size": size,
             "flags": {}, "order": order, "mode": 0, "inputs": socket_inputs,
             "outputs": [{"name": n, "type": t, "links": out_links.get((key, i), []), "slot_index": i}
                         for i, (n, t) in enumerate(zip(schema["output_name"], schema["output"]))],
