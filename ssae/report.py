@@ -80,17 +80,19 @@ def plot_report(histories: dict[str, list[dict]], rows: list[dict], path: str | 
         line, = ax1.plot(ep, [h["loss"] for h in hist], label=f"{name} train")
         if hist[0].get("val") is not None:
             ax1.plot(ep, [h["val"] for h in hist], "--", color=line.get_color(), label=f"{name} validation")
-    ax1.set(xlabel="epoch", ylabel="fraction of variance unexplained", yscale="log", title="Training")
+    ax1.set(xlabel="epoch", ylabel="fraction of variance unexplained", yscale="log",
+            title="Training (each in its own preprocessed space)")
     ax1.legend(fontsize=8)
     names = [r["method"] for r in rows]
-    ev = [max(r["explained_variance"], -0.05) for r in rows]
+    true_ev = [r["explained_variance"] for r in rows]
+    ev = [max(v, -0.05) for v in true_ev]  # bars of very negative values would hide the others
     colors = ["tab:blue" if n.startswith("SSAE") else ("tab:gray" if not r["sees_test_features"] else "tab:orange")
               for n, r in zip(names, rows)]
     ax2.barh(names[::-1], ev[::-1], color=colors[::-1])
-    for y, v in enumerate(ev[::-1]):
-        ax2.text(max(v, 0) + 0.01, y, f"{v:.3f}", va="center", fontsize=8)
+    for y, (v, t) in enumerate(zip(ev[::-1], true_ev[::-1])):
+        ax2.text(max(v, 0) + 0.01, y, f"{t:.3f}", va="center", fontsize=8)
     ax2.set(xlim=(min(0, min(ev)), 1.1), xlabel="explained variance on held-out concept pairs",
-            title="Held-out reconstruction (orange: auto-encoders that see the test features)")
+            title="Held-out reconstruction\n(blue: SSAEs, grey: closed forms, orange: auto-encoders given the test features)")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
