@@ -92,7 +92,7 @@ def plot_report(histories: dict[str, list[dict]], rows: list[dict], path: str | 
     for y, (v, t) in enumerate(zip(ev[::-1], true_ev[::-1])):
         ax2.text(max(v, 0) + 0.01, y, f"{t:.3f}", va="center", fontsize=8)
     ax2.set(xlim=(min(0, min(ev)), 1.1), xlabel="explained variance on held-out concept pairs",
-            title="Held-out reconstruction\n(blue: SSAEs, grey: closed forms, orange: auto-encoders given the test features)")
+            title="Held-out reconstruction\n(orange: auto-encoders given the test features)")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -186,18 +186,8 @@ def _validated_meta(features, vocabulary, labels, split, prompts, site, feature_
     return meta
 
 
-@dataclass
-class _Shard:
-    vocabulary: Vocabulary
-    labels: list[list[str]]
-    split: list[str] | None
-    prompts: list[str] | None
-    site: str
-    feature_shape: FeatureShape
-    n_features: int
-
-
-def _open_shard(path: Path) -> _Shard:
+def _open_shard(path: Path) -> FeatureSet:
+    """One validated file as a one-shard feature set."""
     tensors, meta = read_header(path, FeatureFileError)
     what = f"feature set {path.name}"
     if "features" not in tensors or len(tensors["features"].shape) != 2:
@@ -233,7 +223,7 @@ def _open_shard(path: Path) -> _Shard:
         size = -1
     if size != F:
         raise FeatureFileError(f"{what}: 'ssae.feature_shape' {shape} does not match {F} features per sample")
-    return _Shard(vocab, labels, split, prompts, meta.get("ssae.site", "unknown"), shape, F)
+    return FeatureSet([path], [N], vocab, labels, split, prompts, meta.get("ssae.site", "unknown"), shape, F)
 
 
 def _read_manifest(folder: Path) -> dict:
