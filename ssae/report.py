@@ -15,7 +15,7 @@ def ssae_row(name: str, result: TrainResult, data: FeatureSet) -> dict:
     m = evaluate(result.ssae, data, "test")
     align = ssae_alignment(result.ssae, data.load(test), [data.labels[i] for i in test.tolist()])
     return {"method": name, **m, "alignment": align, "sees_test_features": False, "seconds": result.seconds,
-            "decorrelation": decoder_decorrelation(result.ssae.model.concept_blocks())}
+            "decorrelation": decoder_decorrelation(result.ssae.model.concept_blocks().detach())}
 
 
 def baseline_rows(data: FeatureSet, ssae_presets: list[str] = ("default", "additive"),

@@ -31,11 +31,12 @@ def n_features_of(shape: FeatureShape) -> int:
     return sum(math.prod(p) for p in parts)
 
 
-def check_finite(x: torch.Tensor, what: str, offset: int = 0) -> None:
-    """Refuse NaN/inf features, naming the first bad sample."""
+def check_finite(x: torch.Tensor, what: str, ids: torch.Tensor | None = None) -> None:
+    """Refuse NaN/inf features, naming the first bad sample (its number in `ids` when given)."""
     bad = ~torch.isfinite(x).reshape(x.shape[0], -1).all(1)
     if bad.any():
-        i = int(bad.nonzero()[0]) + offset
+        i = int(bad.nonzero()[0])
+        i = int(ids[i]) if ids is not None else i
         raise FeatureFileError(f"{what}: sample {i} has NaN or inf features ({int(bad.sum())} bad samples in all); "
                                "drop those samples or capture them again (e.g. in float32)")
 
@@ -83,7 +84,7 @@ class FeatureSet:
             if sel.numel():
                 x = load_tensors(path, ["features"], FeatureFileError)["features"]
                 x = x[rows[sel] - start].to(dtype)
-                check_finite(x, path.name, start)
+                check_finite(x, path.name, rows[sel])
                 yield sel, x
             start += n
 
@@ -148,11 +149,11 @@ def load_features(path: str | Path) -> FeatureSet:
     for p, f in zip(parts[1:], files[1:]):
         if (p.site, p.n_features, p.vocabulary) != (first.site, first.n_features, first.vocabulary):
             raise FeatureFileError(f"shard {f.name} disagrees with {files[0].name} on site, size or vocabulary")
-    has_split, has_prompts = all(p.split for p in parts), all(p.prompts for p in parts)
+    has_split, has_prompts = any(p.split for p in parts), all(p.prompts for p in parts)
     return FeatureSet(
         shards=files, counts=[len(p.labels) for p in parts], vocabulary=first.vocabulary,
         labels=[lab for p in parts for lab in p.labels],
-        split=[s for p in parts for s in p.split] if has_split else None,
+        split=[s for p in parts for s in (p.split or ["train"] * len(p.labels))] if has_split else None,
         prompts=[s for p in parts for s in p.prompts] if has_prompts else None,
         site=first.site, feature_shape=first.feature_shape, n_features=first.n_features)
 

@@ -8,6 +8,7 @@ Two solvers share one epoch loop (Adam, linear lr decay, validation, early stopp
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -192,7 +193,11 @@ def _preprocessed(data: FeatureSet, rows: torch.Tensor, pre: Preprocessor, dev: 
 
 
 def _fingerprint(data: FeatureSet, rows: torch.Tensor, recipe: Recipe, world: int) -> str:
-    h = hashlib.sha256(json.dumps([recipe.to_dict(), data.site, data.n_features, len(data), rows.tolist(),
+    """What a checkpoint must share with the run that resumes it (device and save cadence may differ)."""
+    settings = recipe.to_dict()
+    for k in ("device", "amp", "checkpoint_every"):
+        settings["train"].pop(k)
+    h = hashlib.sha256(json.dumps([settings, data.site, data.n_features, len(data), rows.tolist(),
                                    data.labels, world]).encode())
     return h.hexdigest()[:16]
 
@@ -317,7 +322,10 @@ def _epoch_loop(model, trained: list[str], objective, cfg: TrainConfig, progress
     if checkpoint and Path(checkpoint).exists():
         start, history, best = _load_checkpoint(checkpoint, model, opt, fingerprint)
         log.info("resuming from %s at epoch %d", checkpoint, start)
-    stale = 0 if best is None else len(history) - best["epoch"]
+    stale = 0 if best is None else len(history) - 1 - best["epoch"]
+    saving = bool(checkpoint) and writer
+    # the state after the last completed epoch: what an interrupt mid-epoch saves, so a resume repeats nothing
+    done = (start, snapshot(), copy.deepcopy(opt.state_dict())) if saving else None
     try:
         for epoch in range(start, cfg.epochs):
             if cfg.patience and stale >= cfg.patience:
@@ -334,8 +342,7 @@ def _epoch_loop(model, trained: list[str], objective, cfg: TrainConfig, progress
                 train_loss = loss.item()
             else:
                 total = 0.0
-                batches = objective.batches(epoch)
-                for pos in batches:
+                for pos in objective.batches(epoch):
                     opt.zero_grad(set_to_none=True)
                     loss = objective.loss(model, pos)
                     loss.backward()
@@ -345,32 +352,31 @@ def _epoch_loop(model, trained: list[str], objective, cfg: TrainConfig, progress
             if not (train_loss == train_loss) or train_loss == float("inf"):
                 raise SSAEError(f"training diverged at epoch {epoch} (loss {train_loss}): lower the learning rate")
             history.append({"epoch": epoch, "loss": train_loss, "val": val, "lr": lr})
-            score = val if val is not None else None
-            if score is not None and (best is None or score < best["score"]):
-                best = {"epoch": epoch, "score": score,
-                        "state": snapshot()}
+            if val is not None and (best is None or val < best["score"]):
+                best = {"epoch": epoch, "score": val, "state": snapshot()}
                 stale = 0
-            elif score is not None:
+            elif val is not None:
                 stale += 1
+            if saving:
+                done = (epoch + 1, snapshot(), copy.deepcopy(opt.state_dict()))
+                if (epoch + 1) % cfg.checkpoint_every == 0:
+                    _save_checkpoint(checkpoint, *done, history, best, fingerprint)
             if progress:
                 progress(epoch + 1, cfg.epochs, history[-1])
-            if checkpoint and writer and (epoch + 1) % cfg.checkpoint_every == 0:
-                _save_checkpoint(checkpoint, model, kept, opt, epoch + 1, history, best, fingerprint)
     except BaseException:
-        if checkpoint and writer and history:  # cancelled or crashed: keep the loss history and the state reached
-            _save_checkpoint(checkpoint, model, kept, opt, history[-1]["epoch"] + 1, history, best, fingerprint)
+        if saving and history:  # cancelled or crashed: keep the loss history and the last completed epoch
+            _save_checkpoint(checkpoint, *done, history[: done[0]], best, fingerprint)
         raise
-    if checkpoint and writer:
-        done = history[-1]["epoch"] + 1 if history else 0
-        _save_checkpoint(checkpoint, model, kept, opt, done, history, best, fingerprint)
+    if saving:
+        _save_checkpoint(checkpoint, *done, history, best, fingerprint)
     return history, best
 
 
-def _save_checkpoint(path, model, kept: set[str], opt, epoch: int, history, best, fingerprint: str) -> None:
-    t = {f"model.{k}": v for k, v in model.state_dict().items() if k in kept}
+def _save_checkpoint(path, epoch: int, model_state: dict, opt_state: dict, history, best, fingerprint: str) -> None:
+    t = {f"model.{k}": v for k, v in model_state.items()}
     if best is not None:
         t |= {f"best.{k}": v for k, v in best["state"].items()}
-    for i, st in opt.state_dict()["state"].items():
+    for i, st in opt_state["state"].items():
         t |= {f"optim.{i}.{k}": v if torch.is_tensor(v) else torch.tensor(v) for k, v in st.items()}
     meta = {"ssae.checkpoint": "1", "epoch": str(epoch), "history": json.dumps(history), "fingerprint": fingerprint,
             "best": json.dumps(None if best is None else {"epoch": best["epoch"], "score": best["score"]})}

@@ -132,6 +132,11 @@ class Vocabulary:
         """n concept pairs from different categories, for a held-out-pair split."""
         rng = random.Random(seed)
         cats = list(self.categories)
+        sizes = [len(c) for c in self.categories.values()]
+        available = (sum(sizes) ** 2 - sum(k * k for k in sizes)) // 2
+        if n > available:
+            raise VocabularyError(f"asked for {n} held-out pairs, but this vocabulary has only {available} pairs of "
+                                  "concepts from different categories")
         pairs: set[tuple[str, str]] = set()
         while len(pairs) < n:
             a, b = rng.sample(cats, 2)

@@ -1,5 +1,35 @@
-"""Makes tests/builders.py importable from every test module (see builders.make_features)."""
+"""Shared test set-up.
+
+* `tests/builders.py` holds the one builder of tiny synthetic feature sets (`make_features`); this file
+  makes it importable from every test module and wraps it as the `make_set` fixture.
+* Torch runs single-threaded (unless OMP_NUM_THREADS is set): every problem here is tiny, and on a
+  busy two-core machine OpenMP threads spin against each other and make training tests 10-30x slower.
+  The setting is inherited by the suite's subprocesses.
+"""
+import os
 import sys
 from pathlib import Path
 
+SINGLE_THREAD = "OMP_NUM_THREADS" not in os.environ
+if SINGLE_THREAD:
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+if SINGLE_THREAD:
+    torch.set_num_threads(1)
+
 sys.path.insert(0, str(Path(__file__).parent))
+
+from builders import make_features  # noqa: E402
+
+import ssae  # noqa: E402
+
+
+@pytest.fixture
+def make_set(tmp_path):
+    """make_set(name="f", **overrides) -> FeatureSet: `builders.make_features` saved under tmp_path and opened."""
+    def build(name: str = "f", **overrides) -> ssae.FeatureSet:
+        return ssae.load_features(make_features(tmp_path / f"{name}.safetensors", **overrides))
+    return build
