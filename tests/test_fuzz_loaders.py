@@ -42,16 +42,21 @@ def check(tmp, data: bytes, loader):
         pass
 
 
+def damage(data: bytes, cut: int, flips: list[tuple[int, int]]) -> bytes:
+    """The file cut short by `cut` bytes (two times in three), then with the given bits flipped."""
+    out = bytearray(data[: max(0, len(data) - cut)] if cut % 3 else data)
+    for pos, bit in flips:
+        if out:
+            out[pos % len(out)] ^= 1 << bit
+    return bytes(out)
+
+
 @SETTINGS
 @given(cut=st.integers(min_value=0, max_value=10_000), flips=st.lists(st.tuples(st.integers(0, 10_000),
                                                                                   st.integers(0, 7)), max_size=4))
 def test_damaged_model_files(files, cut, flips):
     d, _, model = files
-    data = bytearray(model[: max(0, len(model) - cut)] if cut % 3 else model)
-    for pos, bit in flips:
-        if data:
-            data[pos % len(data)] ^= 1 << bit
-    check(d, bytes(data), load_model)
+    check(d, damage(model, cut, flips), load_model)
 
 
 @SETTINGS
@@ -59,11 +64,7 @@ def test_damaged_model_files(files, cut, flips):
                                                                                  st.integers(0, 7)), max_size=4))
 def test_damaged_feature_files(files, cut, flips):
     d, feats, _ = files
-    data = bytearray(feats[: max(0, len(feats) - cut)] if cut % 3 else feats)
-    for pos, bit in flips:
-        if data:
-            data[pos % len(data)] ^= 1 << bit
-    check(d, bytes(data), load_features)
+    check(d, damage(feats, cut, flips), load_features)
 
 
 def header_file(entries: dict, meta: dict | None = None, data: bytes = b"\x00" * 64) -> bytes:
