@@ -2,12 +2,14 @@
 
 `read_header` validates the header with plain JSON before safetensors or torch allocate anything:
 size caps, known dtypes, shapes that fit the file, offsets that neither overlap nor run past the end.
+Every JSON document read from a file (the header, a metadata value, a manifest) goes through `loads_json`,
+which refuses documents of more than MAX_JSON_CONTAINERS arrays and objects before parsing them.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
+import re
 import struct
 import tempfile
 from dataclasses import dataclass
@@ -23,6 +25,9 @@ MAX_HEADER_BYTES = 64 * 1024 * 1024
 """A header (JSON: tensor table plus metadata) larger than this is refused."""
 MAX_TENSOR_BYTES = 1 << 40
 """No single tensor may claim more than 1 TiB, whatever the file size says."""
+MAX_JSON_CONTAINERS = 2_000_000
+"""A JSON document with more arrays and objects than this is refused unparsed: each costs ~60 bytes in
+Python, so a 64 MB header of `[[],[],...]` would otherwise take 1.5 GB. Labels of 500k samples need 500k."""
 DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
 
@@ -32,6 +37,37 @@ class TensorInfo:
     shape: tuple[int, ...]
     start: int
     end: int
+
+
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
+"""A JSON string literal, or an unterminated one up to the end (so that a scan never backtracks)."""
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _nbytes(shape: tuple[int, ...], itemsize: int) -> int:
+    """Bytes of a tensor, or some number over MAX_TENSOR_BYTES once the product passes it (so that a
+    shape of many huge dimensions costs no big-integer arithmetic)."""
+    if 0 in shape:
+        return 0
+    n = itemsize
+    for s in shape:
+        n *= s
+        if n > MAX_TENSOR_BYTES:
+            break
+    return n
+
+
+def loads_json(text: str):
+    """`json.loads` of untrusted text. Raises ValueError (JSONDecodeError included) on malformed or
+    over-large documents and RecursionError on absurd nesting; callers turn both into their own error."""
+    if text.count("[") + text.count("{") > MAX_JSON_CONTAINERS:  # brackets inside strings count here too
+        bare = _JSON_STRING.sub("", text)
+        if bare.count("[") + bare.count("{") > MAX_JSON_CONTAINERS:
+            raise ValueError(f"more than {MAX_JSON_CONTAINERS} JSON arrays and objects")
+    return json.loads(text)
 
 
 def read_header(path: str | Path, error: type[SSAEError] = SSAEError) -> tuple[dict[str, TensorInfo], dict[str, str]]:
@@ -49,11 +85,13 @@ def read_header(path: str | Path, error: type[SSAEError] = SSAEError) -> tuple[d
             if n > MAX_HEADER_BYTES or n > size - 8:
                 raise error(f"{what} declares a {n}-byte header in a {size}-byte file: {fix}")
             raw = f.read(n)
-    except OSError as e:
-        raise error(f"cannot read {path}: {e.strerror or e}") from e
+    except SSAEError:
+        raise
+    except (OSError, ValueError) as e:  # ValueError: a path with a NUL byte
+        raise error(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from e
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        header = loads_json(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise error(f"{what} has an unreadable header ({e.__class__.__name__}): {fix}") from e
     if not isinstance(header, dict):
         raise error(f"{what} has a header that is not a JSON object: {fix}")
@@ -66,13 +104,13 @@ def read_header(path: str | Path, error: type[SSAEError] = SSAEError) -> tuple[d
     for name, t in header.items():
         try:
             dtype, shape, (start, end) = t["dtype"], tuple(t["shape"]), t["data_offsets"]
-            ok = dtype in DTYPE_BYTES and all(isinstance(s, int) and 0 <= s for s in shape) \
-                and isinstance(start, int) and isinstance(end, int)
+            ok = isinstance(dtype, str) and dtype in DTYPE_BYTES and all(_is_int(s) and 0 <= s for s in shape) \
+                and _is_int(start) and _is_int(end)
         except (KeyError, TypeError, ValueError):
             ok = False
         if not ok:
             raise error(f"{what}: tensor {name!r} has a malformed entry in the header: {fix}")
-        nbytes = math.prod(shape) * DTYPE_BYTES[dtype]
+        nbytes = _nbytes(shape, DTYPE_BYTES[dtype])
         if nbytes > MAX_TENSOR_BYTES or not 0 <= start <= end <= data_len or end - start != nbytes:
             raise error(f"{what}: tensor {name!r} of shape {list(shape)} does not fit the file "
                         f"({data_len} data bytes): {fix}")
@@ -101,8 +139,8 @@ def json_meta(meta: dict[str, str], key: str, what: str, error: type[SSAEError],
             return default
         raise error(f"{what} has no {key!r} metadata: it was not written by ssae, or the metadata was stripped")
     try:
-        return json.loads(meta[key])
-    except json.JSONDecodeError as e:
+        return loads_json(meta[key])
+    except (ValueError, RecursionError) as e:
         raise error(f"{what}: metadata {key!r} is not valid JSON ({e})") from e
 
 

@@ -8,7 +8,7 @@ and then the manifest, both atomically, so a crash at any point leaves every com
 from __future__ import annotations
 
 import json
-import math
+import operator
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,19 +16,38 @@ from pathlib import Path
 import torch
 
 from .errors import FeatureFileError, VocabularyError
-from .safefile import atomic_save, atomic_write_text, json_meta, load_tensors, read_header
+from .safefile import MAX_HEADER_BYTES, atomic_save, atomic_write_text, json_meta, load_tensors, loads_json, read_header
 from .vocab import Vocabulary
 
 FEATURES_FORMAT = "ssae-features/1"
 MANIFEST = "manifest.json"
 SPLITS = ("train", "test")
 FeatureShape = list[int] | dict[str, list[int]]
+MAX_CONCEPTS = 100_000
+"""A stored vocabulary of more concepts than this is refused (as for SSAE files)."""
+MAX_FRAGMENT_LABELS = 10_000
+"""Stored labels may name concepts by unique fragments; more distinct fragments than this are refused
+(each costs a scan of the whole vocabulary)."""
+_MAX_DIM = 1 << 62
 
 
 def n_features_of(shape: FeatureShape) -> int:
-    """Flat size of a feature shape: a list of ints, or named parts {name: shape} concatenated in order."""
+    """Flat size of a feature shape: a list of ints, or named parts {name: shape} concatenated in order.
+    Raises TypeError unless every dimension is an int >= 0 (floats, negatives and absurd sizes included)."""
     parts = shape.values() if isinstance(shape, dict) else [shape]
-    return sum(math.prod(p) for p in parts)
+    total = 0
+    for part in parts:
+        if isinstance(part, (str, bytes)):
+            raise TypeError(f"a shape must be a list of ints, got {part!r}")
+        size = 1
+        for d in part:
+            if isinstance(d, bool) or not 0 <= operator.index(d) <= _MAX_DIM:
+                raise TypeError(f"shape dimensions must be ints from 0 to 2**62, got {d!r}")
+            size *= d
+            if size > _MAX_DIM:  # stop before a shape of many huge dimensions costs big-integer arithmetic
+                raise TypeError(f"shape {part} has more than 2**62 values")
+        total += size
+    return total
 
 
 def check_finite(x: torch.Tensor, what: str, ids: torch.Tensor | None = None) -> None:
@@ -114,6 +133,9 @@ def append_features(folder: str | Path, features: torch.Tensor, vocabulary: Voca
     folder = Path(folder)
     manifest = _read_manifest(folder) if (folder / MANIFEST).exists() else None
     if manifest is not None:
+        if not {"site", "n_features", "vocabulary"} <= manifest.keys():
+            raise FeatureFileError(f"{folder / MANIFEST} is damaged (it lacks site, n_features or vocabulary): "
+                                   "rebuild it from the shard files or append to a new folder")
         fs = feature_shape if feature_shape is not None else [int(features[0].numel())]
         if (manifest["site"], manifest["n_features"], manifest["vocabulary"]) != \
                 (site, n_features_of(fs), vocabulary.categories):
@@ -161,8 +183,9 @@ def load_features(path: str | Path) -> FeatureSet:
 # -- internals ----------------------------------------------------------------------------------
 
 def _validated_meta(features, vocabulary, labels, split, prompts, site, feature_shape, what) -> dict[str, str]:
-    if features.ndim != 2 or features.shape[0] == 0:
-        raise FeatureFileError(f"{what}: features must be [N, F] with N > 0, got shape {list(features.shape)}")
+    if features.ndim != 2 or features.shape[0] == 0 or features.shape[1] == 0:
+        raise FeatureFileError(f"{what}: features must be [N, F] with N > 0 and F > 0, "
+                               f"got shape {list(features.shape)}")
     if not features.is_floating_point():
         raise FeatureFileError(f"{what}: features must be floating point, got {features.dtype}")
     N, F = features.shape
@@ -172,6 +195,10 @@ def _validated_meta(features, vocabulary, labels, split, prompts, site, feature_
     vocabulary.mask(labels)  # unknown concepts raise VocabularyError naming the known ones
     labels = [[vocabulary.resolve(c) for c in row] for row in labels]
     feature_shape = feature_shape if feature_shape is not None else [F]
+    try:
+        n_features_of(feature_shape)
+    except TypeError as e:
+        raise FeatureFileError(f"{what}: bad feature_shape {feature_shape!r}: {e}") from e
     if n_features_of(feature_shape) != F:
         raise FeatureFileError(f"{what}: feature_shape {feature_shape} has {n_features_of(feature_shape)} values, "
                                f"but each sample has {F}")
@@ -195,26 +222,31 @@ def _open_shard(path: Path) -> FeatureSet:
         raise FeatureFileError(f"{what} has no 2-D 'features' tensor (found {sorted(tensors)}): "
                                "write it with ssae.save_features or the SSAESaveFeatures node")
     N, F = tensors["features"].shape
+    if N == 0 or F == 0:
+        raise FeatureFileError(f"{what} holds features of shape [{N}, {F}]: it needs at least one sample and feature")
     if meta.get("ssae.format", FEATURES_FORMAT) != FEATURES_FORMAT:
         raise FeatureFileError(f"{what} has format {meta['ssae.format']!r}; this ssae reads {FEATURES_FORMAT!r}: "
                                "upgrade ssae")
+    categories = json_meta(meta, "ssae.vocabulary", what, FeatureFileError)
+    if isinstance(categories, dict) and sum(len(c) if isinstance(c, list) else 1 for c in categories.values()) \
+            > MAX_CONCEPTS:  # refused before a Vocabulary indexes them all
+        raise FeatureFileError(f"{what}: the vocabulary has more than {MAX_CONCEPTS} concepts")
     try:
-        vocab = Vocabulary(json_meta(meta, "ssae.vocabulary", what, FeatureFileError))
+        vocab = Vocabulary(categories)
     except VocabularyError as e:
         raise FeatureFileError(f"{what}: bad vocabulary metadata: {e}") from e
     labels = json_meta(meta, "ssae.labels", what, FeatureFileError)
     if not isinstance(labels, list) or len(labels) != N:
         raise FeatureFileError(f"{what}: 'ssae.labels' must list one concept list per sample: "
                                f"{len(labels) if isinstance(labels, list) else 'no list'} for {N} samples")
-    try:
-        vocab.mask(labels)
-    except Exception as e:
-        raise FeatureFileError(f"{what}: bad labels: {e}") from e
+    labels = _checked_labels(labels, vocab, what)
     split = json_meta(meta, "ssae.split", what, FeatureFileError, None)
     prompts = json_meta(meta, "ssae.prompts", what, FeatureFileError, None)
     for key, v in (("split", split), ("prompts", prompts)):
         if v is not None and (not isinstance(v, list) or len(v) != N):
             raise FeatureFileError(f"{what}: 'ssae.{key}' must have one entry per sample ({N})")
+        if v is not None and not all(isinstance(s, str) for s in v):
+            raise FeatureFileError(f"{what}: 'ssae.{key}' entries must be strings")
     if split is not None and not set(split) <= set(SPLITS):
         raise FeatureFileError(f"{what}: split entries must be 'train' or 'test'")
     shape = json_meta(meta, "ssae.feature_shape", what, FeatureFileError, [F])
@@ -227,15 +259,44 @@ def _open_shard(path: Path) -> FeatureSet:
     return FeatureSet([path], [N], vocab, labels, split, prompts, meta.get("ssae.site", "unknown"), shape, F)
 
 
+def _checked_labels(labels: list, vocab: Vocabulary, what: str) -> list:
+    """Stored labels checked row by row, without the dense [N, K] mask (which a hostile N x K could make huge)."""
+    known: dict[str, str] = {c: c for c in vocab.concepts}
+    fragments = 0
+    for i, row in enumerate(labels):
+        if not isinstance(row, list):
+            raise FeatureFileError(f"{what}: bad labels: sample {i} must have a list of concept names, got {row!r:.80}")
+        for name in row:
+            if not isinstance(name, str):
+                raise FeatureFileError(f"{what}: bad labels: sample {i} names a concept with {name!r:.80}")
+            if name not in known:
+                fragments += 1
+                if fragments > MAX_FRAGMENT_LABELS:
+                    raise FeatureFileError(f"{what}: bad labels: more than {MAX_FRAGMENT_LABELS} names that are not "
+                                           "concepts of the vocabulary; write the full concept names")
+                try:
+                    known[name] = vocab.resolve(name)
+                except VocabularyError as e:
+                    raise FeatureFileError(f"{what}: bad labels: sample {i}: {e}") from e
+    return labels
+
+
 def _read_manifest(folder: Path) -> dict:
     try:
-        doc = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        path = folder / MANIFEST
+        if path.stat().st_size > MAX_HEADER_BYTES:
+            raise ValueError(f"over {MAX_HEADER_BYTES} bytes")
+        doc = loads_json(path.read_text(encoding="utf-8"))
         assert isinstance(doc, dict) and isinstance(doc["shards"], list)
-        assert all(isinstance(s["file"], str) and "/" not in s["file"] and "\\" not in s["file"] and
-                   not s["file"].startswith(".") for s in doc["shards"])
+        assert all(isinstance(s["file"], str) and _plain_name(s["file"]) for s in doc["shards"])
         return doc
     except FileNotFoundError as e:
         raise FeatureFileError(f"{folder} has no {MANIFEST}: it is not a feature-set folder") from e
-    except (OSError, ValueError, AssertionError, KeyError, TypeError) as e:
+    except (OSError, ValueError, AssertionError, KeyError, TypeError, RecursionError) as e:
         raise FeatureFileError(f"{folder / MANIFEST} is damaged ({e.__class__.__name__}): "
                                "rebuild it from the shard files or capture again") from e
+
+
+def _plain_name(name: str) -> bool:
+    """A file name that stays in its folder on every platform: no separators, drive, NUL, or leading dot."""
+    return bool(name) and not name.startswith(".") and not any(c in name for c in "/\\:\0")
