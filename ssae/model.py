@@ -41,6 +41,11 @@ class ModelConfig:
                               ("decoder", ("linear", "mlp"))):
             if getattr(self, name) not in allowed:
                 raise SSAEError(f"unknown {name} {getattr(self, name)!r}: use one of {allowed}")
+        sizes = ("n_concepts", "n_features", "d", "hidden", "n_samples")
+        bad = [f"{k}={getattr(self, k)!r}" for k in sizes
+               if isinstance(getattr(self, k), bool) or not isinstance(getattr(self, k), int)]
+        if bad:
+            raise SSAEError(f"model sizes must be integers, got {', '.join(bad)}")
         if min(self.n_concepts, self.n_features, self.d) < 1 or (self.decoder == "mlp" and self.hidden < 1):
             raise SSAEError(f"model sizes must be positive: {self}")
         if self.n_samples < 0:
@@ -66,7 +71,10 @@ class ModelConfig:
 class SupervisedSAE(nn.Module):
     """Decoder-only SAE over a K-concept vocabulary, in the preprocessed feature space."""
 
-    def __init__(self, cfg: ModelConfig, generator: torch.Generator | None = None):
+    def __init__(self, cfg: ModelConfig, generator: torch.Generator | None = None, random_readout: bool = True):
+        """`random_readout=False` leaves W at zero for a caller that solves or loads it: drawing a [P, F]
+        normal matrix only to overwrite it costs seconds and gigabytes at SD3.5 size. W is drawn last, so
+        the other parameters take the same values either way."""
         super().__init__()
         self.cfg = cfg
         K, d, P = cfg.n_concepts, cfg.d, cfg.basis_size
@@ -80,7 +88,8 @@ class SupervisedSAE(nn.Module):
         if cfg.decoder == "mlp":
             self.W1 = nn.Parameter(torch.randn(cfg.code_size, cfg.hidden, generator=generator) / cfg.code_size ** 0.5)
             self.b1 = nn.Parameter(torch.zeros(cfg.hidden))
-        self.W = nn.Parameter(torch.randn(P, cfg.n_features, generator=generator) / P ** 0.5)
+        self.W = nn.Parameter(torch.randn(P, cfg.n_features, generator=generator).div_(P ** 0.5) if random_readout
+                              else torch.zeros(P, cfg.n_features))
         self.b = nn.Parameter(torch.zeros(cfg.n_features))
 
     # -- code ---------------------------------------------------------------------------------

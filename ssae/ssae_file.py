@@ -137,7 +137,8 @@ class SSAE:
             raise ModelFileError(f"{Path(path).name}: tensors {got} do not match the metadata, which implies {expected}: "
                                  "the file is damaged or was edited; download it again")
         t = load_tensors(path, None, ModelFileError, device)
-        model = SupervisedSAE(cfg)
+        _check_index(t.get("pre.index"), n_features_of(shape), Path(path).name)
+        model = SupervisedSAE(cfg, random_readout=False)
         model.load_state_dict({k[len("model."):]: v.float() for k, v in t.items() if k.startswith("model.")})
         pre = Preprocessor.from_tensors({k: v for k, v in t.items() if k.startswith("pre.")}, n_features_of(shape), pre_cfg)
         return cls(model.to(device), pre, vocab, site, shape, info)
@@ -159,6 +160,9 @@ def read_metadata(meta: dict[str, str], what: str):
         n = n_features_of(shape)
     except (SSAEError, TypeError, AttributeError) as e:
         raise ModelFileError(f"{what} has inconsistent metadata ({e}): download or train it again") from e
+    if cfg.n_samples:
+        raise ModelFileError(f"{what}: model metadata claims {cfg.n_samples} free sample codes, which an SSAE file "
+                             "never holds (they become per-concept means): the file was edited; download it again")
     if cfg.n_concepts != vocab.n_concepts:
         raise ModelFileError(f"{what}: model has {cfg.n_concepts} concepts, vocabulary {vocab.n_concepts}")
     kept = pre_cfg.top_k if pre_cfg.top_k is not None and pre_cfg.top_k < n else n
@@ -170,6 +174,16 @@ def read_metadata(meta: dict[str, str], what: str):
         if key.startswith("ssae.") and key[5:] not in std:
             info[key[5:]] = json_meta(meta, key, what, ModelFileError)
     return vocab, cfg, pre_cfg, shape, meta.get("ssae.site", "unknown"), info
+
+
+def _check_index(index: torch.Tensor | None, n_features: int, what: str) -> None:
+    """A top-k file's kept-column index must be distinct integers in 0..n_features-1."""
+    if index is None:
+        return
+    if index.dtype not in (torch.int64, torch.int32) or index.numel() and (
+            int(index.min()) < 0 or int(index.max()) >= n_features or index.unique().numel() != index.numel()):
+        raise ModelFileError(f"{what}: 'pre.index' must hold distinct integer columns in 0..{n_features - 1}: "
+                             "the file is damaged or was edited; download it again")
 
 
 def expected_tensors(cfg: ModelConfig, pre: PreprocessConfig, n_features: int) -> dict[str, list[int]]:
