@@ -43,12 +43,24 @@ class FeatureStats:
     max: torch.Tensor
 
     @classmethod
+    def of(cls, x: torch.Tensor, block: int = 1 << 14) -> FeatureStats:
+        """Statistics of one [n, F] chunk, by column blocks (float32 maths, float64 results), so that the
+        temporaries stay small whatever F is."""
+        parts = []
+        for a in range(0, x.shape[1], block):
+            c = x[:, a:a + block].float()
+            var, mean = torch.var_mean(c, 0, correction=0)
+            lo, hi = torch.aminmax(c, dim=0)
+            parts.append((mean, var * c.shape[0], lo, hi))
+        mean, m2, lo, hi = (torch.cat(p).double().cpu() for p in zip(*parts))
+        return cls(x.shape[0], mean, m2, lo, hi)
+
+    @classmethod
     def from_chunks(cls, chunks: Iterable[torch.Tensor]) -> FeatureStats:
+        """Statistics over row chunks, merged exactly (Chan et al.)."""
         stats: FeatureStats | None = None
         for x in chunks:
-            x = x.double()
-            n, mean = x.shape[0], x.mean(0)
-            part = cls(n, mean, ((x - mean) ** 2).sum(0), x.min(0).values, x.max(0).values)
+            part = cls.of(x)
             stats = part if stats is None else stats.merge(part)
         if stats is None:
             raise SSAEError("no rows to compute feature statistics from: the split is empty")
@@ -101,6 +113,13 @@ class Preprocessor:
         if self.index is not None:
             x = x[:, self.index.to(x.device)]
         return (x.float() - self.shift.to(x.device)) / self.scale.to(x.device)
+
+    def transform_(self, x: torch.Tensor) -> torch.Tensor:
+        """`transform` in place on a float32 [n, F] tensor, for a preprocessor that keeps every column: at
+        SD3.5 size the training rows are gigabytes, and a copy would double them."""
+        if self.index is not None or x.dtype != torch.float32:
+            raise SSAEError("transform_ needs float32 features and a preprocessor that keeps every column")
+        return x.sub_(self.shift.to(x.device)).div_(self.scale.to(x.device))
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         """[n, F_kept] scaled -> [n, F] raw; dropped dims get their training mean."""

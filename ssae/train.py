@@ -133,27 +133,27 @@ def train(data: FeatureSet, recipe: Recipe = Recipe(), split: str = "train", pro
     torch.manual_seed(cfg.seed)
     rows = data.indices(split)
     fit_pos, val_pos = _holdout(rows.numel(), cfg.val_fraction, cfg.seed)
-    stats = FeatureStats.from_chunks(x for _, x in data.row_blocks(rows))  # every training row
-    pre = Preprocessor.fit(stats, recipe.preprocess)
-    cols = column_range(pre.n_kept, rank, world)
-    Y = _preprocessed(data, rows, pre, dev, cols)  # [n, this rank's kept features], rows of the split in order
+    pre, Y = _preprocessed_rows(data, rows, recipe.preprocess, dev, rank, world)
     mask = data.mask(rows).to(dev)
     ids = torch.arange(rows.numel(), device=dev)
     gen = torch.Generator().manual_seed(cfg.seed)
     model_cfg = recipe.model_config(data.vocabulary.n_concepts, pre.n_kept, rows.numel())
-    model = SupervisedSAE(replace(model_cfg, n_features=cols[1] - cols[0]), gen).to(dev)
+    solved = cfg.solver == "gram" or cfg.warm_start  # the readout is solved, so its random draw is skipped
+    model = SupervisedSAE(replace(model_cfg, n_features=Y.shape[1]), gen, random_readout=not solved).to(dev)
     fit_pos, val_pos = fit_pos.to(dev), val_pos.to(dev)
 
-    if cfg.solver == "gram":
-        objective = _GramObjective(Y, mask, ids, fit_pos, val_pos, cfg.ridge)
+    if cfg.solver == "gram":  # with no epochs (the additive preset) only the final readout solve is needed
+        objective = _GramObjective(Y, mask, ids, fit_pos, val_pos, cfg.ridge) if cfg.epochs else None
         trained = [n for n, _ in model.named_parameters() if n not in ("W", "b")]  # the readout is solved
     else:
         objective = _MSEObjective(Y, mask, ids, fit_pos, val_pos, cfg)
         if cfg.warm_start:
             _solve_readout(model, Y, mask, ids, fit_pos, cfg.ridge)
         trained = [n for n, _ in model.named_parameters()]
-    history, best = _epoch_loop(model, trained, objective, cfg, progress if rank == 0 else None, checkpoint,
-                                _fingerprint(data, rows, recipe, world), writer=rank == 0)
+    history, best = [], None
+    if objective is not None:
+        history, best = _epoch_loop(model, trained, objective, cfg, progress if rank == 0 else None, checkpoint,
+                                    _fingerprint(data, rows, recipe, world), writer=rank == 0)
     if best is not None:
         model.load_state_dict(best["state"], strict=False)
     if cfg.solver == "gram":  # refit the readout on every training row, validation rows included
@@ -182,14 +182,28 @@ def _holdout(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Te
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
 
-def _preprocessed(data: FeatureSet, rows: torch.Tensor, pre: Preprocessor, dev: torch.device,
-                  cols: tuple[int, int]) -> torch.Tensor:
-    """[n, b - a] preprocessed features of `rows`, kept columns a..b only."""
-    a, b = cols
+def _preprocessed_rows(data: FeatureSet, rows: torch.Tensor, config: PreprocessConfig, dev: torch.device,
+                       rank: int, world: int) -> tuple[Preprocessor, torch.Tensor]:
+    """The preprocessor fitted on `rows` and their preprocessed features [n, this rank's kept columns].
+
+    When every column is kept by one process (the default), the rows are read once and scaled in place;
+    otherwise (top-k, or columns split under torchrun) a first pass takes the statistics and a second
+    keeps only the needed columns, so that memory never holds all F columns."""
+    if config.top_k is None and world == 1:
+        Y = torch.empty(rows.numel(), data.n_features, device=dev)
+
+        def kept_blocks():  # each block is copied into Y as the statistics go over it
+            for sel, x in data.row_blocks(rows):
+                Y[sel.to(dev)] = x.to(dev)
+                yield x
+        pre = Preprocessor.fit(FeatureStats.from_chunks(kept_blocks()), config)
+        return pre, pre.transform_(Y)
+    pre = Preprocessor.fit(FeatureStats.from_chunks(x for _, x in data.row_blocks(rows)), config)
+    a, b = column_range(pre.n_kept, rank, world)
     Y = torch.empty(rows.numel(), b - a, device=dev)
     for sel, x in data.row_blocks(rows):
         Y[sel.to(dev)] = pre.transform(x.to(dev))[:, a:b]
-    return Y
+    return pre, Y
 
 
 def _fingerprint(data: FeatureSet, rows: torch.Tensor, recipe: Recipe, world: int) -> str:
