@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from graphs import synthetic_ssae
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "comfy-host"
@@ -56,27 +57,48 @@ class Comfy:
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"{}")
 
-    def run(self, graph: dict, timeout: float = 300) -> dict:
-        """Queue an API-format graph and wait for it; raises with the node error if it failed."""
+    def queue(self, graph: dict) -> str:
+        """POST an API-format graph to /prompt without waiting; its prompt id."""
         body = json.dumps({"prompt": graph, "client_id": str(uuid.uuid4())}).encode()
         req = urllib.request.Request(self.url + "/prompt", body, {"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
-                pid = json.loads(r.read())["prompt_id"]
+                return json.loads(r.read())["prompt_id"]
         except urllib.error.HTTPError as e:
             raise AssertionError(f"/prompt refused the graph: {e.read().decode()}") from None
+
+    def wait(self, pid: str, timeout: float = 300) -> dict:
+        """The /history entry of a queued prompt once it has ended, whether it succeeded, failed or was interrupted."""
         end = time.time() + timeout
         while time.time() < end:
             h = self.get(f"/history/{pid}")
             if pid in h:
-                status = h[pid]["status"]
-                if status.get("status_str") == "error":
-                    msgs = [m for m in status.get("messages", []) if m[0] == "execution_error"]
-                    raise RuntimeError(msgs[0][1]["exception_message"] if msgs else json.dumps(status))
-                if status.get("completed"):
-                    return h[pid]
+                return h[pid]
             time.sleep(0.2)
         raise TimeoutError(f"prompt {pid} did not finish in {timeout}s; log: {self.log}")
+
+    @staticmethod
+    def succeeded(entry: dict) -> dict:
+        """`entry` if its prompt succeeded; raises with the node error (or the whole status) otherwise."""
+        status = entry["status"]
+        if status.get("status_str") != "success" or not status.get("completed"):
+            msgs = [m for m in status.get("messages", []) if m[0] == "execution_error"]
+            raise RuntimeError(msgs[0][1]["exception_message"] if msgs else json.dumps(status))
+        return entry
+
+    def run(self, graph: dict, timeout: float = 300) -> dict:
+        """Queue an API-format graph and wait for it; raises with the node error if it failed."""
+        return self.succeeded(self.wait(self.queue(graph), timeout))
+
+    def interrupt(self, pid: str) -> None:
+        """POST /interrupt for a running prompt: what the front end's Cancel button sends."""
+        body = json.dumps({"prompt_id": pid}).encode()
+        req = urllib.request.Request(self.url + "/interrupt", body, {"Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=30).close()
+
+    def feature_folder(self, name: str) -> Path:
+        """Where SSAESaveFeatures keeps the feature set `name` (output/ssae_features/<name>)."""
+        return self.base / "output" / "ssae_features" / name
 
     def latent(self, prefix: str) -> torch.Tensor:
         """The newest .latent file SaveLatent wrote under output/<prefix>* (safetensors 'latent_tensor')."""
@@ -140,3 +162,13 @@ def comfy(tmp_path_factory):
         proc.wait(20)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture(scope="session")
+def ssae_files(comfy: Comfy) -> Path:
+    """Synthetic SSAE files in the host's models/ssae: the conditioning, and joint block 0's img and txt streams."""
+    folder = comfy.base / "models" / "ssae"
+    synthetic_ssae(folder / "cond.safetensors", "conditioning", {"cond": [8, 64], "pooled_output": [32]})
+    synthetic_ssae(folder / "block_img.safetensors", "joint_blocks.0.img", [128])
+    synthetic_ssae(folder / "block_txt.safetensors", "joint_blocks.0.txt", [8, 128])
+    return folder

@@ -1,79 +1,14 @@
 """The graphs a user runs, end to end through /prompt on a real ComfyUI with tiny random SD3 models."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
+from graphs import COMBOS, MODELS, VOCAB, capture_graph, compose_graph
 
 import ssae
-from ssae.train import PRESETS, with_overrides
 
-VOCAB = ssae.Vocabulary({"hair": ["A blond girl", "A brunette girl"], "hat": ["and a hat", "and a baseball cap"],
-                         "pose": ["looking to the left", "looking to the right"]})
-COMBOS = [list(c) for c in VOCAB.all_combinations()]
-MODELS = ["tiny_sd3.safetensors", "tiny_sd35m.safetensors"]  # SD3 and SD3.5-medium (MMDiT-X) layouts
 NODE_IDS = ["SSAELoader", "SSAESave", "SSAEConceptVector", "SSAEApplyConditioning", "SSAEPatchModel",
             "SSAECaptureFeatures", "SSAESaveFeatures", "SSAETrain"]
-
-
-def synthetic_ssae(path, site: str, feature_shape) -> None:
-    """An additive SSAE on random per-concept vectors, for a site of the tiny model."""
-    g = torch.Generator().manual_seed(0)
-    n = ssae.store.n_features_of(feature_shape)
-    vectors = torch.randn(VOCAB.n_concepts, n, generator=g)
-    x = VOCAB.mask(COMBOS) @ vectors + 0.01 * torch.randn(len(COMBOS), n, generator=g)
-    data_path = path.with_suffix(".features.safetensors")
-    ssae.save_features(data_path, x, VOCAB, COMBOS, site=site, feature_shape=feature_shape)
-    ssae.train(ssae.load_features(data_path), PRESETS["additive"]).ssae.save(path)
-
-
-@pytest.fixture(scope="session")
-def ssae_files(comfy):
-    folder = comfy.base / "models" / "ssae"
-    synthetic_ssae(folder / "cond.safetensors", "conditioning", {"cond": [8, 64], "pooled_output": [32]})
-    synthetic_ssae(folder / "block_img.safetensors", "joint_blocks.0.img", [128])
-    synthetic_ssae(folder / "block_txt.safetensors", "joint_blocks.0.txt", [8, 128])
-    return folder
-
-
-def compose_graph(model: str, prefix: str, concepts: dict, edit: dict | None = None, patch: dict | None = None,
-                  seed: int = 7, extra_sampler_on_input_model: str | None = None) -> dict:
-    """Compose a conditioning from concepts (no text encoder needed), optionally edit it or patch the model."""
-    g = {
-        "model": {"class_type": "UNETLoader", "inputs": {"unet_name": model, "weight_dtype": "default"}},
-        "cond_ssae": {"class_type": "SSAELoader", "inputs": {"ssae_name": "cond.safetensors"}},
-        "mix": {"class_type": "SSAEConceptVector",
-                "inputs": {"ssae": ["cond_ssae", 0], "mode": "compose", "concepts": json.dumps({"add": concepts})}},
-        "pos": {"class_type": "SSAEApplyConditioning", "inputs": {"concepts": ["mix", 0], "strength": 1.0}},
-        "neg": {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["pos", 0]}},
-        "latent": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-    }
-    positive, sampler_model = ["pos", 0], ["model", 0]
-    if edit is not None:
-        g["swap"] = {"class_type": "SSAEConceptVector",
-                     "inputs": {"ssae": ["cond_ssae", 0], "mode": "edit", "concepts": json.dumps(edit["concepts"])}}
-        g["edited"] = {"class_type": "SSAEApplyConditioning",
-                       "inputs": {"concepts": ["swap", 0], "strength": edit["strength"], "conditioning": ["pos", 0]}}
-        positive = ["edited", 0]
-    if patch is not None:
-        g["block_ssae"] = {"class_type": "SSAELoader", "inputs": {"ssae_name": patch.get("file", "block_img.safetensors")}}
-        g["block_edit"] = {"class_type": "SSAEConceptVector",
-                           "inputs": {"ssae": ["block_ssae", 0], "mode": "edit", "concepts": json.dumps(patch["concepts"])}}
-        g["patched"] = {"class_type": "SSAEPatchModel",
-                        "inputs": {"model": ["model", 0], "concepts": ["block_edit", 0], "strength": patch["strength"],
-                                   "start_percent": patch.get("start", 0.0), "end_percent": patch.get("end", 1.0),
-                                   "apply_to": patch.get("apply_to", "positive"), "site": patch.get("site", "")}}
-        sampler_model = ["patched", 0]
-    sampler = {"seed": seed, "steps": 4, "cfg": 2.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0,
-               "positive": positive, "negative": ["neg", 0], "latent_image": ["latent", 0]}
-    g["sample"] = {"class_type": "KSampler", "inputs": {"model": sampler_model, **sampler}}
-    g["save"] = {"class_type": "SaveLatent", "inputs": {"samples": ["sample", 0], "filename_prefix": prefix}}
-    if extra_sampler_on_input_model:
-        g["sample_input"] = {"class_type": "KSampler", "inputs": {"model": ["model", 0], **sampler}}
-        g["save_input"] = {"class_type": "SaveLatent",
-                           "inputs": {"samples": ["sample_input", 0], "filename_prefix": extra_sampler_on_input_model}}
-    return g
 
 
 def test_every_node_is_registered(comfy):
@@ -146,17 +81,8 @@ def test_capture_save_train_load_patch_sample(comfy, ssae_files, model):
     """The research loop inside ComfyUI: capture a block over several prompts, train, reload, steer."""
     name = "captured_img"
     for i, combo in enumerate(COMBOS):
-        g = compose_graph(model, f"cap/{i}", {c: 1.0 for c in combo}, seed=i)
-        g["capture"] = {"class_type": "SSAECaptureFeatures",
-                        "inputs": {"model": ["model", 0], "site": "joint_blocks.0.img", "labels": ", ".join(combo),
-                                   "vocabulary": VOCAB.to_json(), "start_percent": 0.0, "end_percent": 1.0,
-                                   "steps": "mean", "tokens": "auto"}}
-        g["sample"]["inputs"]["model"] = ["capture", 0]
-        g["store"] = {"class_type": "SSAESaveFeatures",
-                      "inputs": {"features": ["capture", 1], "samples": ["sample", 0], "name": name,
-                                 "split": "test" if i % 4 == 3 else "train"}}
-        comfy.run(g)
-    data = ssae.load_features(comfy.base / "output" / "ssae_features" / name)
+        comfy.run(capture_graph(model, name, combo, seed=i, split="test" if i % 4 == 3 else "train"))
+    data = ssae.load_features(comfy.feature_folder(name))
     assert len(data) == len(COMBOS) and data.site == "joint_blocks.0.img" and data.n_features == 128
     assert data.labels == [[VOCAB.resolve(c) for c in combo] for combo in COMBOS]
 
