@@ -11,14 +11,22 @@ from .errors import SSAEError
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from .distributed import init_from_env, rank_and_world
+    from .distributed import init_from_env, leave
+    init_from_env()  # under torchrun: feature columns are split across the processes
+    try:
+        return _train(a)
+    finally:
+        leave()
+
+
+def _train(a: argparse.Namespace) -> int:
+    from .distributed import rank_and_world
     from .metrics import evaluate
     from .progress import tqdm_progress
     from .store import load_features
     from .train import PRESETS, train, with_overrides
     data = load_features(a.features)
-    recipe = with_overrides(PRESETS[a.preset], device=a.device, seed=a.seed, epochs=a.epochs)
-    init_from_env()  # under torchrun: feature columns are split across the processes
+    recipe = with_overrides(PRESETS[a.preset], device=a.device, seed=a.seed, epochs=a.epochs, stream=a.stream)
     if rank_and_world()[0] != 0:  # other ranks work silently and leave writing to rank 0
         train(data, recipe, split=a.split, checkpoint=a.checkpoint)
         return 0
@@ -96,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=None)
     t.add_argument("--preset", default="default", choices=sorted(PRESETS))
     t.add_argument("--checkpoint", default=None, help="resumable checkpoint file (resumed if it exists)")
+    t.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                   help="read the features from disk on each pass instead of holding them (default: when they "
+                        "would fill half the free memory)")
     t.set_defaults(fn=cmd_train)
     e = sub.add_parser("eval", help="reconstruction metrics of an SSAE on a split")
     e.add_argument("model")

@@ -23,6 +23,14 @@ def init_from_env() -> bool:
     return True
 
 
+def leave() -> None:
+    """Wait for every rank, then tear the process group down: a process that exits with gloo's threads
+    still running aborts ("terminate called without an active exception") and torchrun reports failure."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def rank_and_world() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
