@@ -12,6 +12,8 @@ import os
 import re
 import struct
 import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +132,18 @@ def load_tensors(path: str | Path, names: list[str] | None = None, error: type[S
             return {k: f.get_tensor(k) for k in (names if names is not None else f.keys())}
     except Exception as e:  # safetensors raises its own untyped errors on damaged data
         raise error(f"{Path(path).name} could not be read ({e}): the file is damaged; write it again") from e
+
+
+@contextmanager
+def tensor_slices(paths: list[Path], name: str, error: type[SSAEError] = SSAEError) -> Iterator[list]:
+    """Slice handles of tensor `name` in each file (whose header `read_header` has accepted), all kept
+    open: `handle[:, a:b]` reads only those bytes from the memory-mapped file."""
+    with ExitStack() as stack:
+        try:
+            handles = [stack.enter_context(safe_open(str(p), framework="pt")).get_slice(name) for p in paths]
+        except Exception as e:
+            raise error(f"could not open {name!r} in {[p.name for p in paths]} ({e}): a file is damaged") from e
+        yield handles
 
 
 def json_meta(meta: dict[str, str], key: str, what: str, error: type[SSAEError], default=...):

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .errors import FeatureFileError, VocabularyError
-from .safefile import MAX_HEADER_BYTES, atomic_save, atomic_write_text, json_meta, load_tensors, loads_json, read_header
+from .safefile import MAX_HEADER_BYTES, atomic_save, atomic_write_text, json_meta, load_tensors, loads_json, read_header, tensor_slices
 from .vocab import Vocabulary
 
 FEATURES_FORMAT = "ssae-features/1"
@@ -94,18 +94,42 @@ class FeatureSet:
         labels = self.labels if rows is None else [self.labels[i] for i in rows.tolist()]
         return self.vocabulary.mask(labels)
 
-    def row_blocks(self, rows: torch.Tensor | None = None, dtype=torch.float32) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(positions in `rows`, features) per shard, in order; features checked to be finite."""
-        rows = torch.arange(len(self)) if rows is None else rows
+    def _shard_rows(self, rows: torch.Tensor) -> Iterator[tuple[Path, torch.Tensor, torch.Tensor]]:
+        """(shard, positions in `rows`, rows within the shard) for each shard holding some of `rows`."""
         start = 0
         for path, n in zip(self.shards, self.counts):
             sel = ((rows >= start) & (rows < start + n)).nonzero().flatten()
             if sel.numel():
-                x = load_tensors(path, ["features"], FeatureFileError)["features"]
-                x = x[rows[sel] - start].to(dtype)
-                check_finite(x, path.name, rows[sel])
-                yield sel, x
+                yield path, sel, rows[sel] - start
             start += n
+
+    def row_blocks(self, rows: torch.Tensor | None = None, dtype=torch.float32) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(positions in `rows`, features) per shard, in order; features checked to be finite."""
+        rows = torch.arange(len(self)) if rows is None else rows
+        for path, sel, local in self._shard_rows(rows):
+            x = load_tensors(path, ["features"], FeatureFileError)["features"][local].to(dtype)
+            check_finite(x, path.name, rows[sel])
+            yield sel, x
+
+    def column_blocks(self, rows: torch.Tensor | None = None, block: int = 1 << 15, cols: tuple[int, int] | None = None,
+                      dtype=torch.float32) -> Iterator[tuple[int, torch.Tensor]]:
+        """(first column, [len(rows), width] features) for each block of columns a..b of `cols`, read from the
+        memory-mapped shards: a pass over a set too large for memory that holds one block at a time."""
+        rows = torch.arange(len(self)) if rows is None else rows
+        first, last = cols if cols is not None else (0, self.n_features)
+        parts = list(self._shard_rows(rows))
+        with tensor_slices([p for p, _, _ in parts], "features", FeatureFileError) as handles:
+            for a in range(first, last, block):
+                b = min(a + block, last)
+                out = torch.empty(rows.numel(), b - a, dtype=dtype)
+                for (path, sel, local), h in zip(parts, handles):
+                    try:
+                        x = h[:, a:b][local].to(dtype)
+                    except Exception as e:  # safetensors raises its own untyped errors on damaged data
+                        raise FeatureFileError(f"{path.name} could not be read ({e}): the file is damaged") from e
+                    check_finite(x, path.name, rows[sel])
+                    out[sel] = x
+                yield a, out
 
     def load(self, rows: torch.Tensor | None = None, dtype=torch.float32) -> torch.Tensor:
         """[len(rows), F] features of the chosen rows, in that order."""

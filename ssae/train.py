@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -57,6 +57,10 @@ class TrainConfig:
     amp: bool = True
     """bf16 autocast for the adam solver on CUDA."""
     checkpoint_every: int = 25
+    stream: bool | None = None
+    """gram solver: read the training rows from the shards one column block per pass instead of holding
+    them (memory then holds the [n, n] Gram matrix and the readout, not the [n, F] features; three reads
+    of the data instead of one). None: stream when the rows would fill more than half the free memory."""
 
     def __post_init__(self) -> None:
         if self.solver not in ("gram", "adam"):
@@ -133,7 +137,11 @@ def train(data: FeatureSet, recipe: Recipe = Recipe(), split: str = "train", pro
     torch.manual_seed(cfg.seed)
     rows = data.indices(split)
     fit_pos, val_pos = _holdout(rows.numel(), cfg.val_fraction, cfg.seed)
-    pre, Y = _preprocessed_rows(data, rows, recipe.preprocess, dev, rank, world)
+    if _streams(cfg, recipe.preprocess, rows.numel() * data.n_features // world, dev):
+        pre = Preprocessor.fit(FeatureStats.from_chunks(x for _, x in data.row_blocks(rows)), recipe.preprocess)
+        Y = _StreamedRows(data, rows, pre, column_range(pre.n_kept, rank, world), dev)
+    else:
+        pre, Y = _preprocessed_rows(data, rows, recipe.preprocess, dev, rank, world)
     mask = data.mask(rows).to(dev)
     ids = torch.arange(rows.numel(), device=dev)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -206,10 +214,58 @@ def _preprocessed_rows(data: FeatureSet, rows: torch.Tensor, config: PreprocessC
     return pre, Y
 
 
+class _StreamedRows:
+    """The preprocessed [n, F] training rows, read from the shards one block of columns at a time: what
+    the gram solver uses in place of an in-memory Y when the rows do not fit (see `_column_blocks`)."""
+
+    def __init__(self, data: FeatureSet, rows: torch.Tensor, pre: Preprocessor, cols: tuple[int, int],
+                 dev: torch.device):
+        self.data, self.rows, self.pre, self.cols, self.device = data, rows, pre, cols, dev
+        self.shape = (rows.numel(), cols[1] - cols[0])
+
+    def blocks(self, chunk: int) -> Iterator[tuple[int, torch.Tensor]]:
+        for a, x in self.data.column_blocks(self.rows, chunk, self.cols):
+            b = a + x.shape[1]
+            x = x.to(self.device).sub_(self.pre.shift[a:b].to(self.device)).div_(self.pre.scale[a:b].to(self.device))
+            yield a - self.cols[0], x
+
+
+def _column_blocks(Y: torch.Tensor | _StreamedRows, chunk: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first column, Y[:, a:a + chunk]) over the training rows, held in memory or streamed."""
+    if isinstance(Y, _StreamedRows):
+        yield from Y.blocks(chunk)
+        return
+    for a in range(0, Y.shape[1], chunk):
+        yield a, Y[:, a:a + chunk]
+
+
+def _streams(cfg: TrainConfig, preprocess: PreprocessConfig, n_values: int, dev: torch.device) -> bool:
+    """Whether to stream the training rows: as asked, or when they would fill half the free memory."""
+    if cfg.stream and (cfg.solver != "gram" or preprocess.top_k is not None):
+        raise SSAEError("streaming needs the gram solver on all columns (a top-k selection fits in memory): "
+                        "use the default preset, or drop --stream")
+    if cfg.stream is not None:
+        return cfg.stream
+    if cfg.solver != "gram" or preprocess.top_k is not None:
+        return False
+    return n_values * 4 > _free_memory(dev) // 2
+
+
+def _free_memory(dev: torch.device) -> int:
+    """Bytes free on the device (MemAvailable for the CPU on Linux; unbounded where it is unknown)."""
+    if dev.type == "cuda":
+        return torch.cuda.mem_get_info(dev)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return 1 << 62
+
+
 def _fingerprint(data: FeatureSet, rows: torch.Tensor, recipe: Recipe, world: int) -> str:
     """What a checkpoint must share with the run that resumes it (device and save cadence may differ)."""
     settings = recipe.to_dict()
-    for k in ("device", "amp", "checkpoint_every"):
+    for k in ("device", "amp", "checkpoint_every", "stream"):
         settings["train"].pop(k)
     h = hashlib.sha256(json.dumps([settings, data.site, data.n_features, len(data), rows.tolist(),
                                    data.labels, world]).encode())
@@ -237,8 +293,8 @@ def _solve_readout(model: SupervisedSAE, Y, mask, ids, pos: torch.Tensor | None,
     H = _basis(model, mask[pos], ids[pos]).double()
     h_mean = H.mean(0)
     R = _ridge_factor(H - h_mean, ridge).float()  # [P, n]
-    for a in range(0, Y.shape[1], chunk):
-        Yc = Y[pos, a:a + chunk]
+    for a, Yc in _column_blocks(Y, chunk):
+        Yc = Yc[pos]
         y_mean = Yc.mean(0)
         model.W[:, a:a + chunk] = R @ (Yc - y_mean)
         model.b[a:a + chunk] = y_mean - h_mean.float() @ model.W[:, a:a + chunk]
@@ -256,8 +312,7 @@ class _GramObjective:
     def __init__(self, Y, mask, ids, fit, val, ridge: float, chunk: int = 1 << 15, energy: float = 1 - 1e-4):
         self.mask, self.ids, self.fit, self.val, self.ridge = mask, ids, fit, val, ridge
         G = torch.zeros(Y.shape[0], Y.shape[0], dtype=torch.float64, device=Y.device)
-        for a in range(0, Y.shape[1], chunk):
-            c = Y[:, a:a + chunk]
+        for _, c in _column_blocks(Y, chunk):
             G += (c @ c.T).double()
         p = torch.zeros(Y.shape[0], dtype=torch.float64, device=Y.device)
         p[fit] = 1.0 / fit.numel()

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import ssae
@@ -17,7 +18,9 @@ def test_column_ranges_cover_every_column_once():
             assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
 
 
-def test_torchrun_two_processes_matches_one(tmp_path):
+@pytest.mark.parametrize("stream", ["--no-stream", "--stream"])
+def test_torchrun_two_processes_matches_one(tmp_path, stream):
+    """Each process holds (or, streaming, reads) only its own feature columns."""
     vocab = ssae.Vocabulary({"a": ["a0", "a1", "a2"], "b": ["b0", "b1"], "c": ["c0", "c1"]})
     combos = [list(c) for c in vocab.all_combinations()] * 2
     g = torch.Generator().manual_seed(0)
@@ -29,7 +32,7 @@ def test_torchrun_two_processes_matches_one(tmp_path):
     subprocess.run(base + ["--out", str(tmp_path / "one.safetensors")], check=True, capture_output=True)
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo"}  # gloo on loopback: no network is needed or used
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "ssae", "train", *base[4:], "--out", str(tmp_path / "two.safetensors")],
+                          "-m", "ssae", "train", *base[4:], stream, "--out", str(tmp_path / "two.safetensors")],
                          capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     one, two = ssae.SSAE.load(tmp_path / "one.safetensors"), ssae.SSAE.load(tmp_path / "two.safetensors")
