@@ -126,8 +126,10 @@ def check_folder(folder: Path) -> tuple[list[int], set[int], list[Path]]:
     on_disk = {shard_index(p): p for p in folder.glob("shard-*.safetensors")}
     for k, p in on_disk.items():  # renamed into place whole or not at all
         assert torch.equal(ssae.load_features(p).load(), expected_rows(k)), p.name
-    temps = [p for p in folder.iterdir() if p.name.startswith(".")]
-    assert all(p.name.endswith(".tmp") for p in temps), temps
+    temps = [p for p in folder.iterdir() if p.name.startswith(".")]  # ours (.<name>.<random>.tmp) or
+    # safetensors' own (.tmpXXXXXX): hidden, so loaders and appends never take them for shards
+    visible = {p.name for p in folder.iterdir() if not p.name.startswith(".")}
+    assert visible == {"manifest.json"} | {p.name for p in on_disk.values()}, visible
     return listed, set(on_disk) - set(listed), temps
 
 
