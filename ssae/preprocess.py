@@ -95,14 +95,17 @@ class Preprocessor:
             index = torch.topk(hi - lo, config.top_k).indices.sort().values
             fill = mean.float()
             mean, std, lo, hi = mean[index], std[index], lo[index], hi[index]
-        safe = lambda s: torch.where(s > 1e-12, s, torch.ones_like(s))  # zero-variance dims pass through
         shift, scale = {
-            "standard": (mean, safe(std)),
-            "minmax": (lo, safe(hi - lo)),
+            "standard": (mean, std),
+            "minmax": (lo, hi - lo),
             "center": (mean, torch.ones_like(mean)),
             "none": (torch.zeros_like(mean), torch.ones_like(mean)),
         }[config.scale]
-        return cls(F, shift.float(), scale.float(), index, fill, config)
+        # a dimension constant in training gets scale 0: it transforms to 0 and inverts to the constant
+        # exactly, whatever the decoder writes there, and no edit moves it
+        constant = (hi - lo) <= 1e-12 * hi.abs().clamp(min=1)
+        scale = torch.where(constant, torch.zeros_like(scale), scale)
+        return cls(F, torch.where(constant, lo, shift).float(), scale.float(), index, fill, config)
 
     @property
     def n_kept(self) -> int:
@@ -112,14 +115,19 @@ class Preprocessor:
         """[n, F] raw -> [n, F_kept] scaled (float32)."""
         if self.index is not None:
             x = x[:, self.index.to(x.device)]
-        return (x.float() - self.shift.to(x.device)) / self.scale.to(x.device)
+        return (x.float() - self.shift.to(x.device)) / self._divisor(x.device)
 
-    def transform_(self, x: torch.Tensor) -> torch.Tensor:
-        """`transform` in place on a float32 [n, F] tensor, for a preprocessor that keeps every column: at
-        SD3.5 size the training rows are gigabytes, and a copy would double them."""
+    def _divisor(self, device: torch.device) -> torch.Tensor:
+        """The scale with constant dimensions (scale 0) divided by 1 instead."""
+        return torch.where(self.scale == 0, torch.ones_like(self.scale), self.scale).to(device)
+
+    def transform_(self, x: torch.Tensor, first: int = 0) -> torch.Tensor:
+        """`transform` in place on float32 features of columns first.., for a preprocessor that keeps every
+        column: at SD3.5 size the training rows are gigabytes, and a copy would double them."""
         if self.index is not None or x.dtype != torch.float32:
             raise SSAEError("transform_ needs float32 features and a preprocessor that keeps every column")
-        return x.sub_(self.shift.to(x.device)).div_(self.scale.to(x.device))
+        cols = slice(first, first + x.shape[1])
+        return x.sub_(self.shift[cols].to(x.device)).div_(self._divisor(x.device)[cols])
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         """[n, F_kept] scaled -> [n, F] raw; dropped dims get their training mean."""

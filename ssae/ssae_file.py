@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ModelFileError, ShapeMismatchError, SSAEError
+from .errors import ModelFileError, ShapeMismatchError, SSAEError, VocabularyError
 from .model import ModelConfig, SupervisedSAE
 from .preprocess import PreprocessConfig, Preprocessor
 from .safefile import atomic_save, json_meta, load_tensors, read_header
@@ -46,9 +46,23 @@ class SSAE:
         """[K] weight per concept from names (weight 1) or {name: weight}; names may be unique fragments."""
         items = concepts.items() if isinstance(concepts, Mapping) else ((c, 1.0) for c in concepts)
         w = torch.zeros(self.vocabulary.n_concepts)
+        untrained = self.untrained
         for name, weight in items:
-            w[self.vocabulary.index(name)] += float(weight)
+            i = self.vocabulary.index(name)
+            if weight and self.vocabulary.concepts[i] in untrained:
+                raise VocabularyError(f"concept {self.vocabulary.concepts[i]!r} was in no training sample of this "
+                                      "SSAE, so its slot is untrained: choose another concept, or train on samples "
+                                      "that have it")
+            w[i] += float(weight)
         return w
+
+    @property
+    def untrained(self) -> set[str]:
+        """Concepts that no training sample had (empty for files that do not record `concept_counts`)."""
+        counts = self.info.get("concept_counts")
+        if not isinstance(counts, dict):
+            return set()
+        return {c for c in self.vocabulary.concepts if counts.get(c) == 0}
 
     @torch.no_grad()
     def _decode_scaled(self, weights: torch.Tensor) -> torch.Tensor:
@@ -81,8 +95,9 @@ class SSAE:
         else:
             forced = {self.vocabulary.category_of(c): c for c, w in zip(self.vocabulary.concepts, rem_w) if w}
             rng = random.Random(seed)
-            combos = [[forced.get(cat, rng.choice(cs)) for cat, cs in self.vocabulary.categories.items()]
-                      for _ in range(n_contexts)]
+            untrained = self.untrained
+            seen = {cat: [c for c in cs if c not in untrained] or cs for cat, cs in self.vocabulary.categories.items()}
+            combos = [[forced.get(cat, rng.choice(cs)) for cat, cs in seen.items()] for _ in range(n_contexts)]
             bases = self.vocabulary.mask(combos)
         after = bases - rem_w + add_w
         m = self.model

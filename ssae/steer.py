@@ -162,7 +162,8 @@ class CaptureBuffer:
         x = x.detach()
         if rows is not None:
             x = x[rows.to(x.device)]
-        x = (x.mean(1) if self.pool == "mean" else x).float().cpu()
+        x = x.float()  # pooled in float32: a bf16 mean would round the feature to 8 bits of mantissa
+        x = (x.mean(1) if self.pool == "mean" else x).cpu()
         if self._steps and self._steps[0].shape != x.shape:
             raise ShapeMismatchError(f"captured shapes changed within a run ({list(self._steps[0].shape)} then "
                                      f"{list(x.shape)}): capture one resolution and batch size per run")

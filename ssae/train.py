@@ -143,6 +143,7 @@ def train(data: FeatureSet, recipe: Recipe = Recipe(), split: str = "train", pro
     else:
         pre, Y = _preprocessed_rows(data, rows, recipe.preprocess, dev, rank, world)
     mask = data.mask(rows).to(dev)
+    counts = _concept_counts(data.vocabulary, mask)
     ids = torch.arange(rows.numel(), device=dev)
     gen = torch.Generator().manual_seed(cfg.seed)
     model_cfg = recipe.model_config(data.vocabulary.n_concepts, pre.n_kept, rows.numel())
@@ -174,12 +175,25 @@ def train(data: FeatureSet, recipe: Recipe = Recipe(), split: str = "train", pro
         full.load_state_dict(state)
         model = full
     info = {"training": recipe.to_dict() | {"split": split, "n_train": rows.numel()},
-            "history": history, "best_epoch": best["epoch"] if best else len(history)}
+            "history": history, "best_epoch": best["epoch"] if best else len(history), "concept_counts": counts}
     ssae = SSAE(model.cpu(), pre, data.vocabulary, data.site, data.feature_shape, info)
     return TrainResult(ssae, history, info["best_epoch"], time.perf_counter() - t0)
 
 
 # -- data -------------------------------------------------------------------------------------
+
+def _concept_counts(vocabulary, mask: torch.Tensor) -> dict[str, int]:
+    """Training samples per concept, with a warning for the two cases a supervised code cannot learn: a
+    concept in no sample (untrained slot; compose and edit refuse it) and one in every sample (its effect
+    cannot be told apart from the bias, so edits that add or remove it are unreliable)."""
+    counts = dict(zip(vocabulary.concepts, mask.sum(0).long().tolist()))
+    n = mask.shape[0]
+    for names, kind in (([c for c, k in counts.items() if k == 0], "in no training sample (untrained)"),
+                        ([c for c, k in counts.items() if k == n], "in every training sample (not separable)")):
+        if names:
+            log.warning("concepts %s: %s", kind, ", ".join(names))
+    return counts
+
 
 def _holdout(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Fit and validation positions; validation only when there are enough rows for it."""
@@ -225,9 +239,7 @@ class _StreamedRows:
 
     def blocks(self, chunk: int) -> Iterator[tuple[int, torch.Tensor]]:
         for a, x in self.data.column_blocks(self.rows, chunk, self.cols):
-            b = a + x.shape[1]
-            x = x.to(self.device).sub_(self.pre.shift[a:b].to(self.device)).div_(self.pre.scale[a:b].to(self.device))
-            yield a - self.cols[0], x
+            yield a - self.cols[0], self.pre.transform_(x.to(self.device), a)
 
 
 def _column_blocks(Y: torch.Tensor | _StreamedRows, chunk: int) -> Iterator[tuple[int, torch.Tensor]]:
