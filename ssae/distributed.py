@@ -2,7 +2,9 @@
 
 The gram solver needs the data only through the N x N Gram matrix, a sum over feature columns, so
 each rank reads its slice of columns, one all-reduce makes the Gram matrix whole on every rank, the
-code and MLP train identically everywhere, and each rank solves its slice of the readout.
+code and MLP train identically everywhere, and each rank solves its slice of the readout. The adam
+solver's loss is a sum over columns too: each rank backpropagates its share and the code and MLP
+gradients are summed, so every rank steps as one process would and updates its slice of W, b.
 """
 from __future__ import annotations
 

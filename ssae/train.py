@@ -128,9 +128,6 @@ def train(data: FeatureSet, recipe: Recipe = Recipe(), split: str = "train", pro
     t0 = time.perf_counter()
     cfg = recipe.train
     rank, world = rank_and_world()
-    if world > 1 and cfg.solver != "gram":
-        raise SSAEError("multi-process training splits feature columns, which needs the gram solver: "
-                        "use a preset with solver 'gram' (the default) or run one process")
     dev = pick_device(cfg.device)
     if dev.type == "cuda" and world > 1:
         dev = torch.device("cuda", torch.cuda.current_device())
@@ -362,12 +359,23 @@ class _GramObjective:
 
 
 class _MSEObjective:
-    """Plain MSE with an explicit readout, over minibatches of the fit rows in order (the reference loop)."""
+    """Plain MSE with an explicit readout, over minibatches of the fit rows in order (the reference loop).
+
+    Under torchrun each rank holds a slice of the feature columns and of W, b: its loss is its columns'
+    share, so the code and MLP gradients are summed across ranks (`reduce_grads`) and every rank takes
+    the step one process would; Adam is elementwise, so the readout slices follow suit."""
 
     def __init__(self, Y, mask, ids, fit, val, cfg: TrainConfig):
         self.Y, self.mask, self.ids, self.fit, self.val, self.cfg = Y, mask, ids, fit, val, cfg
-        self.var_fit = ((Y[fit] - Y[fit].mean(0)) ** 2).sum(1).mean()
-        self.var_val = ((Y[val] - Y[val].mean(0)) ** 2).sum(1).mean() if val.numel() else None
+        self.var_fit = all_reduce_sum(((Y[fit] - Y[fit].mean(0)) ** 2).sum(1).mean())
+        self.var_val = all_reduce_sum(((Y[val] - Y[val].mean(0)) ** 2).sum(1).mean()) if val.numel() else None
+
+    @staticmethod
+    def reduce_grads(model: SupervisedSAE) -> None:
+        """Sum the shared parameters' gradients over the ranks (a no-op in one process)."""
+        for name, p in model.named_parameters():
+            if name not in ("W", "b") and p.grad is not None:
+                all_reduce_sum(p.grad)
 
     def batches(self, epoch: int) -> list[torch.Tensor]:
         bs = self.cfg.batch_size or self.fit.numel()
@@ -384,7 +392,7 @@ class _MSEObjective:
         if self.var_val is None:
             return None
         err = torch.cat([((model(self.mask[p], self.ids[p]) - self.Y[p]) ** 2).sum(1) for p in self.val.split(4096)])
-        return float(err.mean() / self.var_val)
+        return float(all_reduce_sum(err.mean()) / self.var_val)
 
 
 # -- the loop ---------------------------------------------------------------------------------
@@ -427,8 +435,9 @@ def _epoch_loop(model, trained: list[str], objective, cfg: TrainConfig, progress
                     opt.zero_grad(set_to_none=True)
                     loss = objective.loss(model, pos)
                     loss.backward()
+                    objective.reduce_grads(model)
                     opt.step()
-                    total += loss.item() * pos.numel()
+                    total += all_reduce_sum(loss.detach()).item() * pos.numel()
                 train_loss, val = total / objective.fit.numel(), objective.validate(model)
             if not (train_loss == train_loss) or train_loss == float("inf"):
                 raise SSAEError(f"training diverged at epoch {epoch} (loss {train_loss}): lower the learning rate")

@@ -18,9 +18,10 @@ def test_column_ranges_cover_every_column_once():
             assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
 
 
-@pytest.mark.parametrize("stream", ["--no-stream", "--stream"])
-def test_torchrun_two_processes_matches_one(tmp_path, stream):
-    """Each process holds (or, streaming, reads) only its own feature columns."""
+@pytest.mark.parametrize("options", [["--no-stream"], ["--stream"], ["--preset", "paper-ils", "--epochs", "4"]],
+                         ids=["gram", "gram-streamed", "adam"])
+def test_torchrun_two_processes_matches_one(tmp_path, options):
+    """Each process holds (or, streaming, reads) only its own feature columns; with either solver."""
     vocab = ssae.Vocabulary({"a": ["a0", "a1", "a2"], "b": ["b0", "b1"], "c": ["c0", "c1"]})
     combos = [list(c) for c in vocab.all_combinations()] * 2
     g = torch.Generator().manual_seed(0)
@@ -28,11 +29,11 @@ def test_torchrun_two_processes_matches_one(tmp_path, stream):
     x = m @ torch.randn(vocab.n_concepts, 301, generator=g) + torch.tanh(m @ torch.randn(vocab.n_concepts, 301,
                                                                                              generator=g)) ** 2
     feats = ssae.save_features(tmp_path / "f.safetensors", x + 0.01 * torch.randn(x.shape, generator=g), vocab, combos)
-    base = [sys.executable, "-m", "ssae", "train", str(feats), "--epochs", "15", "--device", "cpu"]
+    base = [sys.executable, "-m", "ssae", "train", str(feats), "--epochs", "15", "--device", "cpu", *options]
     subprocess.run(base + ["--out", str(tmp_path / "one.safetensors")], check=True, capture_output=True)
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo"}  # gloo on loopback: no network is needed or used
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "ssae", "train", *base[4:], stream, "--out", str(tmp_path / "two.safetensors")],
+                          "-m", "ssae", "train", *base[4:], "--out", str(tmp_path / "two.safetensors")],
                          capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     one, two = ssae.SSAE.load(tmp_path / "one.safetensors"), ssae.SSAE.load(tmp_path / "two.safetensors")
