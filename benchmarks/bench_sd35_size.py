@@ -11,6 +11,7 @@ and the sweep stops at the first N that does not run.
     python benchmarks/bench_sd35_size.py --full             # CPU: N = 300, 600, 1000, 1500
     python benchmarks/bench_sd35_size.py --device cuda      # GPU: N = 1500
     python benchmarks/bench_sd35_size.py --n 300 --profile  # where the time goes (cProfile, top functions)
+    python benchmarks/bench_sd35_size.py --full --stream    # out of core: rows read from the shards per pass
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def worker(spec: dict) -> dict:
     from ssae import load_features
     from ssae.train import PRESETS, train, with_overrides
     data = C.first_rows(load_features(spec["path"]), spec["n"])
-    recipe = with_overrides(PRESETS["default"], epochs=spec.get("epochs"), device=spec["device"])
+    recipe = with_overrides(PRESETS["default"], epochs=spec.get("epochs"), device=spec["device"],
+                            stream=spec.get("stream"))
     cuda = spec["device"].startswith("cuda") or (spec["device"] == "auto" and torch.cuda.is_available())
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -72,6 +74,8 @@ def main() -> None:
     ap.add_argument("--rss-limit-gb", type=float, default=22.0, help="kill a run whose resident memory passes this")
     ap.add_argument("--timeout", type=float, default=3600.0, help="kill a run that takes longer (s)")
     ap.add_argument("--full", action="store_true", help="CPU: also N = 1000 and 1500")
+    ap.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                    help="force out-of-core training on or off (default: ssae decides from free memory)")
     ap.add_argument("--profile", action="store_true", help="cProfile the run; top functions go into the JSON")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -93,7 +97,7 @@ def main() -> None:
         C.warm_file_cache(C.first_rows(load_features(folder), n).shards)
         print(f"N={n}: training the default preset on {n} x {C.SD35_F:,} ({a.device}) ...", flush=True)
         r = C.run_worker(SCRIPT, {"path": str(folder), "n": n, "device": a.device, "epochs": a.epochs,
-                                  "profile": a.profile}, timeout=a.timeout, rss_limit_mb=a.rss_limit_gb * 1024)
+                                  "profile": a.profile, "stream": a.stream}, timeout=a.timeout, rss_limit_mb=a.rss_limit_gb * 1024)
         r.setdefault("n", n)
         runs.append(r)
         if "error" in r:
@@ -101,6 +105,7 @@ def main() -> None:
             break
         if a.profile:
             print(r["profile_tottime"])
+    streamed = {None: "", True: "-stream", False: "-no-stream"}[a.stream]
     rows = []
     for r in runs:
         if "error" in r:
@@ -112,11 +117,11 @@ def main() -> None:
     table = C.md_table(["N", "F", "train wall s", "train CPU s", "epochs", "peak RSS GiB", "peak GPU GiB",
                         "validation EV"], rows)
     ok = [r for r in runs if "error" not in r]
-    print(f"\n### SD3.5-size features, fp16 shards, default preset, {a.device}; {C.machine()['cpu']}, "
+    print(f"\n### SD3.5-size features, fp16 shards, default preset{streamed}, {a.device}; {C.machine()['cpu']}, "
           f"{C.machine()['cores']} cores, {C.machine()['ram_gib']} GiB\n\n{table}\n")
     if ok:
         print(f"largest N that ran: {max(r['n'] for r in ok)}")
-    name = f"bench_sd35_size-{'cuda' if cuda else 'cpu'}-n{'-'.join(map(str, ns))}"
+    name = f"bench_sd35_size-{'cuda' if cuda else 'cpu'}-n{'-'.join(map(str, ns))}{streamed}"
     out = C.save_json(name, {"args": vars(a), "runs": runs, "table": table})
     print(f"wrote {out}")
 
