@@ -9,8 +9,4 @@ if _here not in sys.path:  # `ssae` imports absolutely, also when the pack is no
 WEB_DIRECTORY = "./web"
 __all__ = ["comfy_entrypoint", "WEB_DIRECTORY"]
 
-try:
-    from .nodes.extension import comfy_entrypoint
-except ModuleNotFoundError as e:  # imported outside ComfyUI, e.g. as a package by pytest: no host, no nodes
-    if e.name not in ("folder_paths", "comfy", "comfy_api", "server"):
-        raise
+from .nodes.extension import comfy_entrypoint  # noqa: E402

@@ -5,6 +5,10 @@
 * Torch runs single-threaded (unless OMP_NUM_THREADS is set): every problem here is tiny, and on a
   busy two-core machine OpenMP threads spin against each other and make training tests 10-30x slower.
   The setting is inherited by the suite's subprocesses.
+* The repository root is ComfyUI's entry point (`__init__.py`), not a package of tests. Left to itself,
+  pytest sets the root up as a package by importing that file, which fails outside ComfyUI, and fails
+  outright in a checkout whose folder is no valid package name (`custom_nodes/ComfyUI-SSAE`). The root
+  is collected as a plain folder instead, by a plugin: a conftest hook only covers the folders below it.
 """
 import os
 import sys
@@ -25,6 +29,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 from builders import make_features  # noqa: E402
 
 import ssae  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _RootIsAFolder:
+    @staticmethod
+    def pytest_collect_directory(path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+        return pytest.Dir.from_parent(parent, path=path) if path == ROOT else None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_RootIsAFolder(), "ssae-root-is-a-folder")
 
 
 @pytest.fixture
