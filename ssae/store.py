@@ -311,12 +311,14 @@ def _read_manifest(folder: Path) -> dict:
         if path.stat().st_size > MAX_HEADER_BYTES:
             raise ValueError(f"over {MAX_HEADER_BYTES} bytes")
         doc = loads_json(path.read_text(encoding="utf-8"))
-        assert isinstance(doc, dict) and isinstance(doc["shards"], list)
-        assert all(isinstance(s["file"], str) and _plain_name(s["file"]) for s in doc["shards"])
+        if not isinstance(doc, dict) or not isinstance(doc["shards"], list):
+            raise TypeError("no list of shards")
+        if not all(isinstance(s["file"], str) and _plain_name(s["file"]) for s in doc["shards"]):
+            raise ValueError("a shard name leaves the folder")  # checked with `if`: python -O strips asserts
         return doc
     except FileNotFoundError as e:
         raise FeatureFileError(f"{folder} has no {MANIFEST}: it is not a feature-set folder") from e
-    except (OSError, ValueError, AssertionError, KeyError, TypeError, RecursionError) as e:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
         raise FeatureFileError(f"{folder / MANIFEST} is damaged ({e.__class__.__name__}): "
                                "rebuild it from the shard files or capture again") from e
 

@@ -554,6 +554,19 @@ def test_manifest_cannot_point_outside_its_folder(files, tmp_path, shard):
         ssae.append_features(folder, torch.zeros(1, 4), ssae.Vocabulary({"c": ["x", "y"]}), [["x"]])
 
 
+def test_manifest_containment_holds_under_python_O(files, tmp_path):
+    """The shard-name check is code, not an assert: `python -O` (which strips asserts) still refuses."""
+    doc = json.loads((files["folder"] / "manifest.json").read_text())
+    doc["shards"][0]["file"] = "../outside.safetensors"
+    folder = manifest_case(files, tmp_path, json.dumps(doc))
+    (tmp_path / "outside.safetensors").write_bytes((files["folder"] / "shard-00000.safetensors").read_bytes())
+    code = ("import sys, ssae\nfrom ssae.errors import FeatureFileError\ntry:\n    ssae.load_features(sys.argv[1])\n"
+            "except FeatureFileError as e:\n    print('refused:', e)\nelse:\n    print('loaded')")
+    r = subprocess.run([sys.executable, "-O", "-c", code, str(folder)], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=str(Path(ssae.__file__).parents[1])))
+    assert r.stdout.startswith("refused:") and "damaged" in r.stdout, r.stdout + r.stderr
+
+
 @pytest.mark.parametrize("text", ["", "{", "null", "[]", "{}", '{"shards": 5}', '{"shards": [5]}',
                                   '{"shards": [{}]}', '{"shards": [{"file": 5}]}', "[" * 100_000 + "]" * 100_000,
                                   "1" * 5000, b"\xff\xfe{", b'{"shards": [{"file": "\xc0\xaf"}]}'])
