@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from comfy_api.latest import io, ui
 
-from ssae import Vocabulary, append_features
+from ssae import Vocabulary, append_features, count_samples
 from ssae.errors import SSAEError
 from ssae.steer import CaptureBuffer, check_block_site, parse_site
 
@@ -114,7 +114,6 @@ class SSAESaveFeatures(io.ComfyNode):
             folder = inside(features_root(), name)
             append_features(folder, x, features.vocabulary, [features.labels] * x.shape[0], [split] * x.shape[0],
                             [features.prompt] * x.shape[0], features.site, shape)
-        from ssae import load_features
-        total = len(load_features(folder))
+            total = count_samples(folder)
         return io.NodeOutput(ui=ui.PreviewText(f"{x.shape[0]} sample(s) of {features.site} appended to "
                                                f"{os.path.basename(folder)} ({total} in all)"))

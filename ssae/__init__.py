@@ -2,11 +2,11 @@
 from .errors import FeatureFileError, ModelFileError, ShapeMismatchError, SSAEError, VocabularyError
 from .preprocess import PreprocessConfig
 from .ssae_file import SSAE
-from .store import FeatureSet, append_features, load_features, save_features
+from .store import FeatureSet, append_features, count_samples, load_features, save_features
 from .train import PRESETS, Recipe, TrainConfig, train
 from .vocab import Vocabulary, split_heldout_pairs
 
 __version__ = "0.1.0"
 __all__ = ["SSAE", "FeatureSet", "Vocabulary", "Recipe", "TrainConfig", "PreprocessConfig", "PRESETS", "train",
-           "load_features", "save_features", "append_features", "split_heldout_pairs", "SSAEError",
+           "load_features", "save_features", "append_features", "count_samples", "split_heldout_pairs", "SSAEError",
            "VocabularyError", "FeatureFileError", "ModelFileError", "ShapeMismatchError"]

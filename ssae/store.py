@@ -204,6 +204,17 @@ def load_features(path: str | Path) -> FeatureSet:
         site=first.site, feature_shape=first.feature_shape, n_features=first.n_features)
 
 
+def count_samples(folder: str | Path) -> int:
+    """Samples in a feature-set folder, read off its manifest alone: `len(load_features(folder))` without
+    opening every shard, which a capture queue would otherwise pay on each save (O(n) each, O(n²) in all)."""
+    folder = Path(folder)
+    counts = [s.get("n") for s in _read_manifest(folder)["shards"]]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in counts):
+        raise FeatureFileError(f"{folder / MANIFEST} is damaged (a shard without a sample count): "
+                               "rebuild it from the shard files or capture again")
+    return sum(counts)
+
+
 # -- internals ----------------------------------------------------------------------------------
 
 def _validated_meta(features, vocabulary, labels, split, prompts, site, feature_shape, what) -> dict[str, str]:

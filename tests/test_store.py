@@ -96,6 +96,24 @@ def test_folder_of_shards_appends_in_order(tmp_path):
     shards = [f"shard-{i:05d}.safetensors" for i in range(3)]
     assert sorted(p.name for p in folder.iterdir()) == ["manifest.json"] + shards
     assert json.loads((folder / "manifest.json").read_text())["n_features"] == 5
+    assert ssae.count_samples(folder) == 6 == len(fs)
+
+
+def test_count_samples_reads_the_manifest_alone(tmp_path):
+    """The count a capture queue prints after each save opens no shard, and refuses a damaged manifest."""
+    folder = tmp_path / "set"
+    for n in (1, 3, 2):
+        ssae.append_features(folder, torch.zeros(n, 4), VOCAB, [["blond"]] * n)
+    (folder / "shard-00001.safetensors").write_bytes(b"not a shard")  # would fail load_features
+    assert ssae.count_samples(folder) == 6
+    doc = json.loads((folder / "manifest.json").read_text())
+    for bad in ("3", None, 0, True):
+        doc["shards"][1]["n"] = bad
+        (folder / "manifest.json").write_text(json.dumps(doc))
+        with pytest.raises(FeatureFileError, match="damaged"):
+            ssae.count_samples(folder)
+    with pytest.raises(FeatureFileError, match="no manifest.json"):
+        ssae.count_samples(tmp_path)
 
 
 def test_append_skips_a_shard_that_lost_its_manifest_entry(tmp_path):
