@@ -1,7 +1,7 @@
 """Shared helpers for the benchmark scripts: workers in subprocesses, peak memory, data sets, output.
 
 Every measured method runs in its own subprocess (`python SCRIPT --worker JSON`), so its peak resident
-memory (ru_maxrss) is its own; the parent runs the methods one after another in a single invocation,
+memory (VmHWM) is its own; the parent runs the methods one after another in a single invocation,
 so they see the same machine load, and the tables report ratios between them.
 """
 from __future__ import annotations
@@ -33,8 +33,16 @@ SD35_F = 333 * 4096 + 2048  # 1,366,016
 # -- process plumbing ---------------------------------------------------------------------------
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, MiB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process so far, MiB: VmHWM, the high-water mark of its own address
+    space. Not ru_maxrss, which Linux carries over from the parent through fork and exec, so that every
+    worker would report at least the orchestrating process's memory."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; no /proc elsewhere
 
 
 def _rss_mb(pid: int) -> float:

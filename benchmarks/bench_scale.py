@@ -4,7 +4,7 @@ Synthetic additive + interaction features (benchmarks/_common.synthetic_folder, 
 training data; ssae holds 10% back for early stopping). Each point runs twice, each in its own
 subprocess: with 0 epochs (the F-dependent passes: statistics, preprocessing, Gram matrix and its
 eigendecomposition, readout solve; "setup") and with E epochs (patience off, so exactly E), so
-per-epoch cost = (T_E - T_0) / E. Peak RSS is the E run's ru_maxrss. Fitted log-log slopes are printed
+per-epoch cost = (T_E - T_0) / E. Peak RSS is the E run's VmHWM. Fitted log-log slopes are printed
 and drawn in benchmarks/cost_growth.png.
 
     python benchmarks/bench_scale.py                  # N 250..2000 at F=16384; F 4k..256k at N=500; E=20
