@@ -4,13 +4,17 @@ Run with ComfyUI's interpreter:  COMFYUI_PATH=/path/to/ComfyUI $COMFYUI_PYTHON b
 Times whole sampling runs (plain, patched block, conditioning-edited, capturing), interleaved in a
 rotating order and repeated, and reports the fastest per-step time of each and its overhead against
 plain sampling. Run it on a quiet machine: other processes make single runs noisy.
+
+Then measures what saving a capture costs (no ComfyUI needed for that part): the bytes one captured
+sample puts on disk at SD3.5 Medium's width, and the time of one save (append + count, as
+SSAESaveFeatures does) as the feature set grows.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,6 +50,7 @@ def main() -> None:
     from ssae.steer import CaptureBuffer, DeltaCache, edit_conditioning
 
     rows = []
+    print("| depth | hidden | image | variant | step ms | overhead | capture bytes / sample |\n|---|---|---|---|---|---|---|")
     for depth in map(int, a.depths.split(",")):
         hidden = 64 * depth
         with tempfile.TemporaryDirectory() as tmp:
@@ -95,8 +100,49 @@ def main() -> None:
                          "overhead_pct": 100 * (med - plain) / plain, "capture_bytes_per_sample": per_sample})
             print(f"| {depth} | {hidden} | {a.size} | {name} | {med * 1e3:.2f} | {100 * (med - plain) / plain:+.2f}% | "
                   f"{per_sample or '–'} |", flush=True)
+    storage = capture_storage()
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps({"device": a.device, "steps": a.steps, "repeats": a.repeats, "rows": rows}, indent=1))
+    Path(a.out).write_text(json.dumps({"device": a.device, "steps": a.steps, "repeats": a.repeats, "rows": rows,
+                                       "storage": storage}, indent=1))
+
+
+def capture_storage(hidden: int = 1536, tokens: int = 154, sizes: tuple[int, ...] = (0, 300, 1500)) -> list[dict]:
+    """Per stream (img pooled: [hidden]; txt: [tokens, hidden]) and set size n: the shard one sample writes,
+    the manifest rewritten with it, and the wall time of one save into a set of n samples, counting the set
+    from its manifest (what SSAESaveFeatures does) and, for comparison, by opening every shard."""
+    import torch
+
+    from ssae import Vocabulary, append_features, count_samples, load_features
+    vocab = Vocabulary.portraits()
+    combo = list(vocab.sample_combinations(1)[0])
+    out = []
+    print("\n| stream | values | set size n | shard bytes | manifest bytes | save ms (manifest count) | "
+          "save ms (reopen all shards) |\n|---|---|---|---|---|---|---|")
+    for stream, shape in (("img", [hidden]), ("txt", [tokens, hidden])):
+        x = torch.randn(1, math.prod(shape))
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "set"
+            save = lambda: append_features(folder, x, vocab, [combo], ["train"], [vocab.prompt(combo)],
+                                           f"joint_blocks.12.{stream}", shape)
+            have = 0
+            for n in sizes:
+                while have < n:
+                    save()
+                    have += 1
+                timings = {}
+                for how, count in (("manifest", count_samples), ("reopen", lambda f: len(load_features(f)))):
+                    t = time.perf_counter()
+                    shard = save()
+                    assert count(folder) == have + 1
+                    timings[how] = (time.perf_counter() - t) * 1e3
+                    have += 1
+                row = {"stream": stream, "values": math.prod(shape), "n": n, "shard_bytes": shard.stat().st_size,
+                       "manifest_bytes": (folder / "manifest.json").stat().st_size,
+                       "save_ms": timings["manifest"], "save_reopen_ms": timings["reopen"]}
+                out.append(row)
+                print(f"| {stream} | {row['values']:,} | {n} | {row['shard_bytes']:,} | {row['manifest_bytes']:,} | "
+                      f"{row['save_ms']:.1f} | {row['save_reopen_ms']:.1f} |", flush=True)
+    return out
 
 
 if __name__ == "__main__":
