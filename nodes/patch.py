@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ssae.steer import DeltaCache, check_block_site, feature_width, parse_site
+from ssae.steer import check_block_site, feature_width, parse_site
 
 from .common import CATEGORY, ConceptsType, block_hook_for, mmdit_geometry, node_errors, sigma_window
 from .concepts import SSAEConcepts
@@ -40,6 +40,6 @@ class SSAEPatchModel(io.ComfyNode):
             depth, hidden = mmdit_geometry(model)
             check_block_site(target, depth, hidden, feature_width(ssae))
             delta = ssae.unflatten(concepts.choice.delta(ssae))
-            m, _ = block_hook_for(model, target, edit=DeltaCache(delta), strength=strength,
+            m, _ = block_hook_for(model, target, edit=delta, strength=strength,
                                   sigma_window=sigma_window(model, start_percent, end_percent), apply_to=apply_to)
         return io.NodeOutput(m)

@@ -76,32 +76,25 @@ def align_tokens(delta: torch.Tensor, length: int) -> torch.Tensor:
     return torch.cat([delta, delta.new_zeros(length - delta.shape[0], delta.shape[1])])
 
 
+def stream_addend(delta: torch.Tensor, rows: torch.Tensor | None, shape: torch.Size, strength: float,
+                  device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """What `add_to_stream` adds to a stream of `shape` [B, L, C]: strength * delta, token-aligned ([L', C])
+    or broadcast over tokens ([C]), on the rows chosen by the bool mask `rows` (None: all), in the
+    stream's device and dtype. It depends only on the batch layout, so a hook computes it once."""
+    if delta.shape[-1] != shape[-1]:
+        raise ShapeMismatchError(f"the edit is {delta.shape[-1]} wide but the stream is {shape[-1]} wide: "
+                                 "this SSAE belongs to another model or site")
+    d = delta if delta.ndim == 1 else align_tokens(delta, shape[1])
+    d = (strength * d).to(device, dtype)
+    if rows is None:
+        return d
+    return rows.to(device).view(-1, 1, 1).to(dtype) * d
+
+
 def add_to_stream(x: torch.Tensor, delta: torch.Tensor, rows: torch.Tensor | None = None,
                   strength: float = 1.0) -> torch.Tensor:
     """x [B, L, C] + strength * delta on the chosen rows; delta [L', C] token-aligned or [C] broadcast."""
-    if delta.shape[-1] != x.shape[-1]:
-        raise ShapeMismatchError(f"the edit is {delta.shape[-1]} wide but the stream is {x.shape[-1]} wide: "
-                                 "this SSAE belongs to another model or site")
-    d = delta if delta.ndim == 1 else align_tokens(delta, x.shape[1])
-    d = (strength * d).to(x.device, x.dtype)
-    if rows is None:
-        return x + d
-    return x + rows.to(x.device).view(-1, 1, 1).to(x.dtype) * d
-
-
-class DeltaCache:
-    """A delta computed once on the CPU and kept per (device, dtype), so sampling steps pay nothing."""
-
-    def __init__(self, delta: torch.Tensor | dict[str, torch.Tensor]):
-        self.delta = delta
-        self._copies: dict = {}
-
-    def get(self, device: torch.device, dtype: torch.dtype, part: str | None = None) -> torch.Tensor:
-        key = (str(device), dtype, part)
-        if key not in self._copies:
-            src = self.delta[part] if part is not None else self.delta
-            self._copies[key] = src.to(device, dtype)
-        return self._copies[key]
+    return x + stream_addend(delta, rows, x.shape, strength, x.device, x.dtype)
 
 
 # -- CFG rows and schedule windows --------------------------------------------------------------
@@ -159,18 +152,23 @@ class CaptureBuffer:
         self._count = 0
 
     def record(self, x: torch.Tensor, rows: torch.Tensor | None) -> None:
+        """Add one step of stream output [B, L, C], its `rows` only (a bool mask, or row indices on x's
+        device, which need no device sync). The running sum stays on x's device until `take`; with
+        per_step each step goes to the CPU as it comes, so that the device holds none of them."""
         x = x.detach()
         if rows is not None:
             x = x[rows.to(x.device)]
         x = x.float()  # pooled in float32: a bf16 mean would round the feature to 8 bits of mantissa
-        x = (x.mean(1) if self.pool == "mean" else x).cpu()
+        x = x.mean(1) if self.pool == "mean" else x
         if self._steps and self._steps[0].shape != x.shape:
             raise ShapeMismatchError(f"captured shapes changed within a run ({list(self._steps[0].shape)} then "
                                      f"{list(x.shape)}): capture one resolution and batch size per run")
-        if self.per_step or not self._steps:
-            self._steps.append(x)
-        else:
-            self._steps[0] = self._steps[0] + x
+        if self.per_step:
+            self._steps.append(x.to("cpu", copy=True))
+        elif self._steps:
+            self._steps[0] += x
+        else:  # a copy: x may be the block's own output, which later code changes in place (ControlNet adds to it)
+            self._steps.append(x.clone())
         self._count += 1
 
     @property
@@ -183,4 +181,4 @@ class CaptureBuffer:
             raise SSAEError("nothing was captured: the capture window held no sampling step; widen start/end percent")
         out = torch.cat(self._steps) if self.per_step else self._steps[0] / self.steps
         self._steps, self._count = [], 0
-        return out.flatten(1)
+        return out.flatten(1).cpu()

@@ -9,7 +9,7 @@ from builders import VOCAB, make_features
 import ssae
 from ssae.errors import FeatureFileError, VocabularyError
 from ssae.hooks import BlockHook
-from ssae.steer import CaptureBuffer, DeltaCache
+from ssae.steer import CaptureBuffer
 from ssae.train import PRESETS
 
 HALF = [torch.float16, torch.bfloat16]
@@ -47,7 +47,7 @@ def test_half_precision_model_capture_train_and_patch(tmp_path, dtype):
     s = ssae.train(ssae.load_features(folder), PRESETS["additive"]).ssae
     delta = s.delta(add=["brunette"], remove=["blond"])
     img = torch.randn(1, 32, 64, generator=g).to(dtype)
-    out = run_block(BlockHook("img", edit=DeltaCache(delta), strength=0.75), img)
+    out = run_block(BlockHook("img", edit=delta, strength=0.75), img)
     assert out.dtype == dtype and torch.isfinite(out).all()
     assert torch.equal(out, (img * 1.5) + 0.75 * delta.to(dtype)), "the delta is cached in the stream's dtype"
     assert (out.float() - (img.float() * 1.5 + 0.75 * delta)).abs().max() < 0.05 * delta.abs().max() + 1e-2

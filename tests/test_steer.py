@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from ssae.errors import ShapeMismatchError, SSAEError
-from ssae.steer import (CaptureBuffer, DeltaCache, Site, add_to_stream, align_tokens, cfg_rows, check_block_site,
+from ssae.steer import (CaptureBuffer, Site, add_to_stream, align_tokens, cfg_rows, check_block_site,
                         edit_conditioning, in_window, parse_site)
 
 
@@ -68,13 +68,6 @@ def test_in_window_is_inclusive_and_descending():
     assert not in_window(0.1, 1.0, 0.2) and not in_window(1.5, 1.0, 0.2)
 
 
-def test_delta_cache_converts_once_per_device_and_dtype():
-    c = DeltaCache(torch.ones(3))
-    a = c.get(torch.device("cpu"), torch.float16)
-    assert a.dtype == torch.float16 and c.get(torch.device("cpu"), torch.float16) is a
-    assert c.get(torch.device("cpu"), torch.float32) is not a
-
-
 def test_edit_conditioning_touches_tokens_and_pooled_only_as_asked():
     cond, pooled = torch.zeros(1, 6, 4), torch.zeros(1, 2)
     c2, p2 = edit_conditioning(cond, pooled, torch.ones(3, 4), torch.ones(2), 0.5)
@@ -82,6 +75,17 @@ def test_edit_conditioning_touches_tokens_and_pooled_only_as_asked():
     assert torch.equal(p2, torch.full((1, 2), 0.5))
     with pytest.raises(ShapeMismatchError):
         edit_conditioning(cond, pooled, torch.ones(3, 4), torch.ones(5), 1.0)
+
+
+def test_capture_owns_what_it_recorded():
+    """A stream output changed in place after the hook (ComfyUI adds ControlNet outputs to the image stream
+    with +=) leaves the capture as it was, whether steps are summed or kept one by one."""
+    for per_step in (False, True):
+        buf = CaptureBuffer(pool="none", per_step=per_step)
+        out = torch.ones(1, 3, 2)
+        buf.record(out, None)
+        out += 10
+        assert torch.equal(buf.take(), torch.ones(1, 6)), f"per_step={per_step}"
 
 
 def test_capture_buffer_averages_steps_over_positive_rows():
