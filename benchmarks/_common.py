@@ -45,14 +45,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; no /proc elsewhere
 
 
-def _rss_mb(pid: int) -> float:
+def _rss_mb(pid: int) -> tuple[float, float]:
+    """(VmRSS, RssAnon) of a process, MiB. RssAnon leaves out file pages, such as memory-mapped shards,
+    which count in VmRSS while cached but which the kernel can drop."""
+    got = {"VmRSS:": 0.0, "RssAnon:": 0.0}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+            key = line.split(maxsplit=1)[0] if line else ""
+            if key in got:
+                got[key] = int(line.split()[1]) / 1024
     except (OSError, ValueError):
         pass
-    return 0.0
+    return got["VmRSS:"], got["RssAnon:"]
 
 
 def run_worker(script: str | Path, spec: dict, timeout: float | None = None, rss_limit_mb: float | None = None) -> dict:
@@ -64,10 +68,11 @@ def run_worker(script: str | Path, spec: dict, timeout: float | None = None, rss
     t = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         p = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
-        watched, killed = 0.0, None
+        watched, anon, killed = 0.0, 0.0, None
         while p.poll() is None:
             time.sleep(0.2)
-            watched = max(watched, _rss_mb(p.pid))
+            rss, rss_anon = _rss_mb(p.pid)
+            watched, anon = max(watched, rss), max(anon, rss_anon)
             if rss_limit_mb and watched > rss_limit_mb:
                 killed = f"killed: resident memory passed the {rss_limit_mb:.0f} MiB limit"
             elif timeout and time.perf_counter() - t > timeout:
@@ -84,7 +89,7 @@ def run_worker(script: str | Path, spec: dict, timeout: float | None = None, rss
     for line in reversed(stdout.strip().splitlines()):
         if line.startswith("{"):
             res = json.loads(line)
-            res |= {"process_wall_s": wall, "watched_rss_mb": watched}
+            res |= {"process_wall_s": wall, "watched_rss_mb": watched, "watched_anon_mb": anon}
             return res
     return {"error": f"worker exited with {p.returncode}: {stderr.strip()[-2000:]}", "spec": spec,
             "watched_rss_mb": watched}

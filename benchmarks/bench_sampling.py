@@ -12,7 +12,6 @@ SSAESaveFeatures does) as the feature set grows.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import subprocess
@@ -29,11 +28,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--depths", default="2,8", help="MMDiT depths to build (hidden = 64 * depth, as SD3)")
     ap.add_argument("--size", type=int, default=256, help="image side in pixels")
-    ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=28, help="sampling steps per run (SD3.5's usual 28)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed rounds after a warm-up round; the fastest counts")
     ap.add_argument("--maker", default=str(ROOT.parent / "shared" / "comfy-host" / "make_tiny_sd3.py"))
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sampling.json"))
     a = ap.parse_args()
     comfy_path = os.environ.get("COMFYUI_PATH")
     if not comfy_path:
@@ -42,15 +40,17 @@ def main() -> None:
     sys.argv = [sys.argv[0], "--cpu"] if a.device == "cpu" else [sys.argv[0]]
     import comfy.options
     comfy.options.enable_args_parsing()  # as ComfyUI's main.py does, so that --cpu is honoured
+    import _common as C
     import comfy.sample
     import comfy.sd
     import torch
 
     from ssae.hooks import BlockHook
-    from ssae.steer import CaptureBuffer, DeltaCache, edit_conditioning
+    from ssae.steer import edit_conditioning
 
     rows = []
-    print("| depth | hidden | image | variant | step ms | overhead | capture bytes / sample |\n|---|---|---|---|---|---|---|")
+    print("| depth | hidden | image | variant | step ms | whole-run overhead | hook µs per step | hook share of a step"
+          " |\n|---|---|---|---|---|---|---|---|")
     for depth in map(int, a.depths.split(",")):
         hidden = 64 * depth
         with tempfile.TemporaryDirectory() as tmp:
@@ -64,6 +64,7 @@ def main() -> None:
         latent = torch.zeros(1, 16, a.size // 8, a.size // 8)
         noise = torch.randn(latent.shape, generator=g)
         block = (depth - 1) // 2  # a middle block; the last one has no txt output
+        hooks = block_hooks(hidden, 154, g)
 
         def patched(hook: BlockHook):
             m = model.clone()
@@ -71,16 +72,10 @@ def main() -> None:
             return m
 
         tokens_delta, pooled_delta = torch.randn(154, ctx, generator=g), torch.randn(adm, generator=g)
-        variants = {
-            "plain": lambda: (model, cond),
-            "patch img": lambda: (patched(BlockHook("img", edit=DeltaCache(torch.randn(hidden, generator=g)))), cond),
-            "patch txt": lambda: (patched(BlockHook("txt", edit=DeltaCache(torch.randn(154, hidden, generator=g)))), cond),
-            "conditioning edit": lambda: (model, [[*edit_conditioning(cond[0][0], cond[0][1]["pooled_output"],
-                                                                    tokens_delta, pooled_delta, 1.0)[:1],
-                                                   cond[0][1]]]),
-            "capture img": lambda: (patched(BlockHook("img", capture=CaptureBuffer("mean"))), cond),
-            "capture txt": lambda: (patched(BlockHook("txt", capture=CaptureBuffer("none"))), cond),
-        }
+        variants = {"plain": lambda: (model, cond)} | {name: (lambda make=make: (patched(make()), cond))
+                                                         for name, make in hooks.items()}
+        variants["conditioning edit"] = lambda: (model, [[*edit_conditioning(
+            cond[0][0], cond[0][1]["pooled_output"], tokens_delta, pooled_delta, 1.0)[:1], cond[0][1]]])
         times: dict[str, list[float]] = {k: [] for k in variants}
         names = list(variants)
         for r in range(a.repeats + 1):
@@ -93,17 +88,87 @@ def main() -> None:
                 if r:  # the first round warms up
                     times[name].append((time.perf_counter() - t) / a.steps)
         plain = min(times["plain"])  # the least disturbed run of each: other processes only ever add time
+        img_tokens = (a.size // 16) ** 2  # 8x VAE, 2x2 patches
         for name, ts in times.items():
-            med = min(ts)
-            per_sample = {"capture img": hidden * 4, "capture txt": 154 * hidden * 4}.get(name)
-            rows.append({"depth": depth, "hidden": hidden, "image": a.size, "variant": name, "step_ms": med * 1e3,
-                         "overhead_pct": 100 * (med - plain) / plain, "capture_bytes_per_sample": per_sample})
-            print(f"| {depth} | {hidden} | {a.size} | {name} | {med * 1e3:.2f} | {100 * (med - plain) / plain:+.2f}% | "
-                  f"{per_sample or '–'} |", flush=True)
+            step = min(ts)
+            # the CFG batch (positive and negative rows) passes the patched block once per step
+            us = hook_us(hooks[name](), torch.randn(2, img_tokens, hidden), torch.randn(2, 154, hidden)) \
+                if name in hooks else None
+            rows.append({"depth": depth, "hidden": hidden, "image": a.size, "variant": name, "step_ms": step * 1e3,
+                         "overhead_pct": 100 * (step - plain) / plain, "hook_us": us,
+                         "hook_pct": None if us is None else 100 * us * 1e-6 / plain})
+            cost = "– | –" if us is None else f"{us:.1f} | {rows[-1]['hook_pct']:.3f}%"
+            print(f"| {depth} | {hidden} | {a.size} | {name} | {step * 1e3:.2f} | "
+                  f"{100 * (step - plain) / plain:+.2f}% | {cost} |", flush=True)
+    # the same hooks at SD3.5 Medium's shapes (1024 x 1024: 4096 image tokens, 154 text tokens), against
+    # one of its 24 joint blocks at those shapes: a sampling step is at least 24 such blocks
+    img, txt = torch.randn(2, 4096, 1536), torch.randn(2, 154, 1536)
+    block_ms = joint_block_ms(img, txt)
+    print(f"\nSD3.5 Medium shapes: one joint block {block_ms:.0f} ms, so a step >= {24 * block_ms / 1e3:.1f} s\n\n"
+          "| variant | hook µs per step | hook share of one block | of a step (24 blocks) |\n|---|---|---|---|")
+    sd35m = {"block_ms": block_ms, "hooks": []}
+    for name, make in block_hooks(1536, 154, torch.Generator().manual_seed(0)).items():
+        us = hook_us(make(), img, txt)
+        sd35m["hooks"].append({"variant": name, "hook_us": us, "block_pct": 100 * us / 1e3 / block_ms,
+                               "step_pct": 100 * us / 1e3 / (24 * block_ms)})
+        print(f"| {name} | {us:.0f} | {sd35m['hooks'][-1]['block_pct']:.2g}% | "
+              f"{sd35m['hooks'][-1]['step_pct']:.2g}% |", flush=True)
     storage = capture_storage()
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps({"device": a.device, "steps": a.steps, "repeats": a.repeats, "rows": rows,
-                                       "storage": storage}, indent=1))
+    out = C.save_json(f"sampling-{a.device}", {"args": vars(a), "rows": rows, "sd35_medium": sd35m,
+                                              "storage": storage})
+    print(f"wrote {out}")
+
+
+def block_hooks(hidden: int, tokens: int, g) -> dict:
+    """Makers of the measured BlockHooks: an edit on each stream, and a capture of each."""
+    import torch
+
+    from ssae.hooks import BlockHook
+    from ssae.steer import CaptureBuffer
+    return {"patch img": lambda: BlockHook("img", edit=torch.randn(hidden, generator=g)),
+            "patch txt": lambda: BlockHook("txt", edit=torch.randn(tokens, hidden, generator=g)),
+            "capture img": lambda: BlockHook("img", capture=CaptureBuffer("mean")),
+            "capture txt": lambda: BlockHook("txt", capture=CaptureBuffer("none"))}
+
+
+def joint_block_ms(img, txt, repeats: int = 3) -> float:
+    """Milliseconds of one forward of ComfyUI's JointBlock at SD3.5 Medium's width (1536, 24 heads, qk
+    RMS norm), random weights, on these streams (fastest of `repeats`)."""
+    import comfy.ops
+    import torch
+    from comfy.ldm.modules.diffusionmodules.mmdit import JointBlock
+    block = JointBlock(1536, 24, mlp_ratio=4.0, qkv_bias=True, pre_only=False, qk_norm="rms",
+                       operations=comfy.ops.disable_weight_init)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.normal_(0, 0.02)
+        vec = torch.randn(img.shape[0], 1536)
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            block(txt, img, c=vec, use_checkpoint=False)
+            best = min(best, time.perf_counter() - t)
+    return best * 1e3
+
+
+def hook_us(hook, img, txt, calls: int = 200) -> float:
+    """Microseconds a BlockHook adds to one joint-block call on streams of these shapes: the hook around a
+    block that returns precomputed outputs, minus that bare block (fastest of 5 batches of calls each)."""
+    import torch
+    out = {"img": img, "txt": txt}
+    args = {"img": img, "txt": txt, "vec": None,
+            "transformer_options": {"sigmas": torch.tensor([0.5]), "cond_or_uncond": [1, 0]}}
+    extra = {"original_block": lambda _: out}
+
+    def per_call(fn) -> float:
+        best = float("inf")
+        for _ in range(5):
+            t = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            best = min(best, (time.perf_counter() - t) / calls)
+        return best
+    return 1e6 * max(0.0, per_call(lambda: hook(args, extra)) - per_call(lambda: extra["original_block"](args)))
 
 
 def capture_storage(hidden: int = 1536, tokens: int = 154, sizes: tuple[int, ...] = (0, 300, 1500)) -> list[dict]:

@@ -110,12 +110,15 @@ def main() -> None:
     for r in runs:
         if "error" in r:
             rows.append([r["n"], f"{C.SD35_F:,}", "failed", None, None, r.get("watched_rss_mb", 0) / 1024, None,
-                         r["error"][:80]])
+                         None, r["error"][:80]])
         else:
             rows.append([r["n"], f"{r['F']:,}", r["train_s"], r["cpu_s"], r["epochs_run"], r["peak_rss_mb"] / 1024,
+                         r["watched_anon_mb"] / 1024,
                          None if r.get("peak_gpu_mb") is None else r["peak_gpu_mb"] / 1024, f"{r['val_ev']:.4f}"])
-    table = C.md_table(["N", "F", "train wall s", "train CPU s", "epochs", "peak RSS GiB", "peak GPU GiB",
-                        "validation EV"], rows)
+    # RSS counts the memory-mapped shards' pages while they are cached; anonymous memory is what the run
+    # itself holds (sampled every 0.2 s by the watchdog, so a lower bound of its peak)
+    table = C.md_table(["N", "F", "train wall s", "train CPU s", "epochs", "peak RSS GiB", "peak anon GiB",
+                        "peak GPU GiB", "validation EV"], rows)
     ok = [r for r in runs if "error" not in r]
     print(f"\n### SD3.5-size features, fp16 shards, default preset{streamed}, {a.device}; {C.machine()['cpu']}, "
           f"{C.machine()['cores']} cores, {C.machine()['ram_gib']} GiB\n\n{table}\n")
