@@ -1,13 +1,15 @@
 """Sampling overhead of SSAE patches and capture on a real ComfyUI MMDiT (random weights).
 
 Run with ComfyUI's interpreter:  COMFYUI_PATH=/path/to/ComfyUI $COMFYUI_PYTHON benchmarks/bench_sampling.py
-Times whole sampling runs (plain, patched block, conditioning-edited, capturing), interleaved in a
-rotating order and repeated, and reports the fastest per-step time of each and its overhead against
-plain sampling. Run it on a quiet machine: other processes make single runs noisy.
-
-Then measures what saving a capture costs (no ComfyUI needed for that part): the bytes one captured
-sample puts on disk at SD3.5 Medium's width, and the time of one save (append + count, as
-SSAESaveFeatures does) as the feature set grows.
+1. Whole sampling runs (plain, patched block, conditioning-edited, capturing), interleaved in a
+   rotating order and repeated: the fastest per-step time of each and its overhead against plain
+   sampling. On a tiny model these drift by more than 1%, so also
+2. each hook's own cost per step, timed around a block that returns precomputed outputs, at the run's
+   shapes and as a share of its step; and at SD3.5 Medium's shapes against one ComfyUI JointBlock of
+   that width (a step is at least 24 of them);
+3. what saving a capture costs (no ComfyUI needed): the bytes one sample puts on disk at SD3.5 Medium's
+   width, and the time of one save (append + count, as SSAESaveFeatures does) as the set grows.
+Results go to results/sampling-<device>.json. Run it on a quiet machine.
 """
 from __future__ import annotations
 
