@@ -32,31 +32,24 @@ SD35_F = 333 * 4096 + 2048  # 1,366,016
 
 # -- process plumbing ---------------------------------------------------------------------------
 
+def _status_mb(pid: int | str, *fields: str) -> dict[str, float]:
+    """Memory fields of /proc/<pid>/status (pid may be "self"), MiB; 0 where missing or unreadable."""
+    got = dict.fromkeys(fields, 0.0)
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in got:
+                got[key] = int(rest.split()[0]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return got
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, MiB: VmHWM, the high-water mark of its own address
     space. Not ru_maxrss, which Linux carries over from the parent through fork and exec, so that every
-    worker would report at least the orchestrating process's memory."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError):
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; no /proc elsewhere
-
-
-def _rss_mb(pid: int) -> tuple[float, float]:
-    """(VmRSS, RssAnon) of a process, MiB. RssAnon leaves out file pages, such as memory-mapped shards,
-    which count in VmRSS while cached but which the kernel can drop."""
-    got = {"VmRSS:": 0.0, "RssAnon:": 0.0}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            key = line.split(maxsplit=1)[0] if line else ""
-            if key in got:
-                got[key] = int(line.split()[1]) / 1024
-    except (OSError, ValueError):
-        pass
-    return got["VmRSS:"], got["RssAnon:"]
+    worker would report at least the orchestrating process's memory (it is the fallback without /proc)."""
+    return _status_mb("self", "VmHWM")["VmHWM"] or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_worker(script: str | Path, spec: dict, timeout: float | None = None, rss_limit_mb: float | None = None) -> dict:
@@ -71,8 +64,10 @@ def run_worker(script: str | Path, spec: dict, timeout: float | None = None, rss
         watched, anon, killed = 0.0, 0.0, None
         while p.poll() is None:
             time.sleep(0.2)
-            rss, rss_anon = _rss_mb(p.pid)
-            watched, anon = max(watched, rss), max(anon, rss_anon)
+            # RssAnon leaves out file pages, such as memory-mapped shards, which count in VmRSS while
+            # cached but which the kernel can drop
+            now = _status_mb(p.pid, "VmRSS", "RssAnon")
+            watched, anon = max(watched, now["VmRSS"]), max(anon, now["RssAnon"])
             if rss_limit_mb and watched > rss_limit_mb:
                 killed = f"killed: resident memory passed the {rss_limit_mb:.0f} MiB limit"
             elif timeout and time.perf_counter() - t > timeout:
