@@ -11,12 +11,10 @@ from .errors import SSAEError
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from .distributed import init_from_env, leave
-    init_from_env()  # under torchrun: feature columns are split across the processes
-    try:
+    from .distributed import exit_together, init_from_env
+    if not init_from_env():
         return _train(a)
-    finally:
-        leave()
+    exit_together(_train(a))  # under torchrun: feature columns are split across the processes
 
 
 def _train(a: argparse.Namespace) -> int:

@@ -9,6 +9,8 @@ gradients are summed, so every rank steps as one process would and updates its s
 from __future__ import annotations
 
 import os
+import sys
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -25,12 +27,26 @@ def init_from_env() -> bool:
     return True
 
 
-def leave() -> None:
-    """Wait for every rank, then tear the process group down: a process that exits with gloo's threads
-    still running aborts ("terminate called without an active exception") and torchrun reports failure."""
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+def exit_together(code: int) -> NoReturn:
+    """End a torchrun worker once every rank is past its last collective, without tearing gloo down.
+
+    gloo's teardown races with its own event-loop thread, both in destroy_process_group and at interpreter
+    exit: now and then a rank aborts ("terminate called without an active exception") after the model is
+    written, and torchrun reports the run as failed. So every rank marks itself done in the rendezvous
+    store and waits for the others (no socket closes while a peer is inside a collective), then leaves
+    with os._exit; rank 0, which may host that store, leaves last.
+    """
+    rank, world = rank_and_world()
+    store = dist.distributed_c10d._get_default_store()
+    store.set(f"ssae/done/{rank}", "1")
+    store.wait([f"ssae/done/{r}" for r in range(world)])
+    if rank == 0:
+        store.wait([f"ssae/left/{r}" for r in range(1, world)])
+    else:
+        store.set(f"ssae/left/{rank}", "1")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def rank_and_world() -> tuple[int, int]:
