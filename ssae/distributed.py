@@ -38,12 +38,12 @@ def exit_together(code: int) -> NoReturn:
     """
     rank, world = rank_and_world()
     store = dist.distributed_c10d._get_default_store()
-    store.set(f"ssae/done/{rank}", "1")
+    store.add(f"ssae/done/{rank}", 1)  # add, unlike set, waits for the store to answer
     store.wait([f"ssae/done/{r}" for r in range(world)])
     if rank == 0:
         store.wait([f"ssae/left/{r}" for r in range(1, world)])
     else:
-        store.set(f"ssae/left/{rank}", "1")
+        store.add(f"ssae/left/{rank}", 1)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -1,5 +1,6 @@
 """torchrun with two CPU processes (gloo) trains the same SSAE as one process."""
 import os
+import socket
 import subprocess
 import sys
 
@@ -41,3 +42,23 @@ def test_torchrun_two_processes_matches_one(tmp_path, options):
         assert torch.allclose(t, two.model.state_dict()[name], atol=1e-4, rtol=1e-4), name
     mix = {"a1": 1.0, "b0": 1.0, "c1": 1.0}
     assert torch.allclose(one.compose(mix), two.compose(mix), atol=1e-4)
+
+
+def test_workers_launched_without_torchrun_exit_cleanly(tmp_path):
+    """Plain env:// variables, no torchrun: rank 0 hosts the rendezvous store itself, and both ranks still
+    exit 0 with the model written."""
+    vocab = ssae.Vocabulary({"a": ["a0", "a1"], "b": ["b0", "b1"]})
+    combos = [list(c) for c in vocab.all_combinations()] * 3
+    x = vocab.mask(combos) @ torch.randn(vocab.n_concepts, 40, generator=torch.Generator().manual_seed(1))
+    feats = ssae.save_features(tmp_path / "f.safetensors", x, vocab, combos)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [subprocess.Popen([sys.executable, "-m", "ssae", "train", str(feats), "--epochs", "3", "--device", "cpu",
+                               "--out", str(tmp_path / "m.safetensors")],
+                              env={**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(r),
+                                   "LOCAL_RANK": str(r), "WORLD_SIZE": "2", "GLOO_SOCKET_IFNAME": "lo"},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in (0, 1)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert "wrote" in outs[0] and ssae.SSAE.load(tmp_path / "m.safetensors").vocabulary.n_concepts == 4
