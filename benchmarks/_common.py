@@ -197,7 +197,7 @@ def synthetic_folder(folder: str | Path, n_total: int, feature_shape, n_write: i
     n_write are written now, and a later call with a larger n_write appends the missing shards, so one
     folder serves every N. heldout_pairs=0 writes no split (every row is training data)."""
     from ssae import Vocabulary, append_features, load_features
-    from ssae.store import n_features_of
+    from ssae.shapes import n_features_of
     from ssae.vocab import split_heldout_pairs
 
     folder = Path(folder)

@@ -77,7 +77,7 @@ def main() -> None:
         variants = {"plain": lambda: (model, cond)} | {name: (lambda make=make: (patched(make()), cond))
                                                          for name, make in hooks.items()}
         variants["conditioning edit"] = lambda: (model, [[*edit_conditioning(
-            cond[0][0], cond[0][1]["pooled_output"], tokens_delta, pooled_delta, 1.0)[:1], cond[0][1]]])
+            cond[0][0], cond[0][1]["pooled_output"], tokens_delta, None, pooled_delta, 1.0)[:1], cond[0][1]]])
         times: dict[str, list[float]] = {k: [] for k in variants}
         names = list(variants)
         for r in range(a.repeats + 1):

@@ -8,11 +8,13 @@ import folder_paths
 from comfy_api.latest import io
 
 from ssae.errors import SSAEError
+from ssae.store import MANIFEST
 
 CATEGORY = "SSAE"
 SSAEType = io.Custom("SSAE")
 ConceptsType = io.Custom("SSAE_CONCEPTS")
 FeaturesType = io.Custom("SSAE_FEATURES")
+SampleType = io.Custom("SSAE_SAMPLE")
 FEATURES_DIR = "ssae_features"
 
 
@@ -21,15 +23,6 @@ def register_model_folder() -> None:
     if "ssae" not in folder_paths.folder_names_and_paths:
         folder_paths.folder_names_and_paths["ssae"] = ([os.path.join(folder_paths.models_dir, "ssae")], {".safetensors"})
     os.makedirs(folder_paths.get_folder_paths("ssae")[0], exist_ok=True)
-
-
-def inside(base: str, name: str) -> str:
-    """`name` resolved under `base`; '../' and absolute paths are refused."""
-    base_real = os.path.realpath(base)
-    path = os.path.realpath(os.path.join(base_real, name))
-    if os.path.isabs(name) or os.path.commonpath([base_real, path]) != base_real:
-        raise SSAEError(f"{name!r} is outside {base}: give a name inside that folder")
-    return path
 
 
 def features_root() -> str:
@@ -41,7 +34,7 @@ def feature_sets() -> list[str]:
     root = features_root()
     if not os.path.isdir(root):
         return []
-    return sorted(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, "manifest.json")))
+    return sorted(d for d in os.listdir(root) if not d.startswith(".") and os.path.isfile(os.path.join(root, d, MANIFEST)))
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ssae.errors import SSAEError
+from ssae.layout import layout_of_shape
 from ssae.steer import edit_conditioning, split_conditioning
 
 from .common import CATEGORY, ConceptsType, node_errors
@@ -44,7 +45,8 @@ class SSAEApplyConditioning(io.ComfyNode):
             tokens_d, pooled_d = split_conditioning(ssae, choice.delta(ssae))
             out = []
             for cond, extra in conditioning:
-                c, p = edit_conditioning(cond, extra.get("pooled_output"), tokens_d, pooled_d, strength)
+                c, p = edit_conditioning(cond, extra.get("pooled_output"), tokens_d, layout_of_shape(ssae.feature_shape),
+                                         pooled_d, strength)
                 extra = dict(extra)
                 if p is not None:
                     extra["pooled_output"] = p

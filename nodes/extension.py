@@ -3,20 +3,22 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from .capture import SSAECaptureFeatures, SSAESaveFeatures
+from .capture import SSAECaptureConditioning, SSAECaptureFeatures
 from .common import register_model_folder
 from .concepts import SSAEConceptVector
 from .conditioning import SSAEApplyConditioning
 from .loader import SSAELoader, SSAESave
 from .patch import SSAEPatchModel
+from .promptset import SSAEPromptSet
 from .routes import register_routes
+from .save_features import SSAESaveFeatures
 from .train import SSAETrain
 
 
 class SSAEExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [SSAELoader, SSAESave, SSAEConceptVector, SSAEApplyConditioning, SSAEPatchModel,
-                SSAECaptureFeatures, SSAESaveFeatures, SSAETrain]
+        return [SSAELoader, SSAESave, SSAEConceptVector, SSAEApplyConditioning, SSAEPatchModel, SSAEPromptSet,
+                SSAECaptureConditioning, SSAECaptureFeatures, SSAESaveFeatures, SSAETrain]
 
 
 async def comfy_entrypoint() -> SSAEExtension:

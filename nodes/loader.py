@@ -8,8 +8,9 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from ssae import SSAE
+from ssae.paths import inside
 
-from .common import CATEGORY, SSAEType, inside, node_errors
+from .common import CATEGORY, SSAEType, node_errors
 
 
 def describe(ssae: SSAE) -> str:

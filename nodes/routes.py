@@ -7,11 +7,10 @@ import folder_paths
 from aiohttp import web
 from server import PromptServer
 
-from ssae.errors import SSAEError
+from ssae.errors import PathError, SSAEError
+from ssae.paths import inside
 from ssae.safefile import read_header
 from ssae.ssae_file import read_metadata
-
-from .common import inside
 
 
 def concepts_of(name: str) -> tuple[int, dict]:
@@ -29,8 +28,10 @@ def concepts_of(name: str) -> tuple[int, dict]:
             return 404, {"error": f"no SSAE file {name!r} in models/ssae"}
         _, meta = read_header(path)
         vocab, cfg, _, shape, site, info = read_metadata(meta, os.path.basename(path))
+    except PathError as e:
+        return 400, {"error": str(e)}
     except SSAEError as e:
-        return (400 if "outside" in str(e) else 422), {"error": str(e)}
+        return 422, {"error": str(e)}
     return 200, {"name": name, "site": site, "feature_shape": shape, "categories": vocab.categories,
                  "decoder": cfg.decoder, "metrics": info.get("metrics")}
 

@@ -11,10 +11,11 @@ from comfy_api.latest import io, ui
 
 from ssae import load_features
 from ssae.metrics import evaluate
+from ssae.paths import inside
 from ssae.report import loss_curve_image
 from ssae.train import PRESETS, train, with_overrides
 
-from .common import CATEGORY, SSAEType, feature_sets, features_root, inside, node_errors
+from .common import CATEGORY, SSAEType, feature_sets, features_root, node_errors
 
 
 class SSAETrain(io.ComfyNode):

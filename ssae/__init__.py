@@ -1,5 +1,5 @@
 """Supervised sparse auto-encoders (decoder-only, concept-labelled) for Stable Diffusion 3.5 features."""
-from .errors import FeatureFileError, ModelFileError, ShapeMismatchError, SSAEError, VocabularyError
+from .errors import FeatureFileError, ModelFileError, PathError, ShapeMismatchError, SSAEError, VocabularyError
 from .preprocess import PreprocessConfig
 from .ssae_file import SSAE
 from .store import FeatureSet, append_features, count_samples, load_features, save_features

@@ -83,6 +83,14 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_diffusers(a: argparse.Namespace) -> int:
+    from .layout import relayout_features
+    from .store import count_samples, load_features
+    out = relayout_features(load_features(a.features), a.out, a.t5_rows)
+    print(f"wrote {out} ({count_samples(out)} samples, 77 CLIP + {a.t5_rows} T5 rows)")
+    return 0
+
+
 def _fmt_metrics(m: dict, split: str) -> str:
     return (f"{split}: explained variance {m['explained_variance']:.4f}, cosine {m['cosine']:.4f}, "
             f"mse {m['mse']:.4g}, n={m['n']}")
@@ -121,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--presets", default="default,additive", help="comma-separated SSAE presets to include")
     b.add_argument("--json", action="store_true")
     b.set_defaults(fn=cmd_baselines)
+    c = sub.add_parser("import-diffusers", help="convert conditioning features of diffusers' layout (77 CLIP + 256 "
+                                                "T5 rows, the paper's) into ComfyUI's")
+    c.add_argument("features", help="feature set of SD3 conditioning from diffusers' encode_prompt")
+    c.add_argument("out", help="new feature-set folder to write")
+    c.add_argument("--t5-rows", type=int, default=77, help="T5 rows of ComfyUI's conditioning: 77 with a T5 encoder "
+                                                            "(default), 0 for CLIP alone")
+    c.set_defaults(fn=cmd_import_diffusers)
     d = sub.add_parser("demo", help="the embedded demo: real MiniLM features of the portrait vocabulary")
     d.add_argument("--out", default="demo_out")
     d.add_argument("--quick", action="store_true", help="fewer prompts and epochs (for tests)")

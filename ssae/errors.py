@@ -19,3 +19,7 @@ class ModelFileError(SSAEError):
 
 class ShapeMismatchError(SSAEError):
     """Features, an SSAE and a host model whose sizes or sites do not agree."""
+
+
+class PathError(SSAEError):
+    """A file or folder name that would leave the folder it must stay in."""

@@ -17,7 +17,7 @@ from .errors import ModelFileError, ShapeMismatchError, SSAEError, VocabularyErr
 from .model import ModelConfig, SupervisedSAE
 from .preprocess import PreprocessConfig, Preprocessor
 from .safefile import atomic_save, json_meta, load_tensors, read_header
-from .store import FeatureShape, n_features_of
+from .shapes import FeatureShape, n_features_of
 from .vocab import Vocabulary
 
 MODEL_FORMAT = "ssae/1"

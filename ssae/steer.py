@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 
 from .errors import ShapeMismatchError, SSAEError
+from .layout import POOLED, TokenLayout, detect_layout, remap_rows
 from .ssae_file import SSAE
 
 Stream = Literal["txt", "img"]
@@ -118,18 +119,23 @@ def in_window(sigma: float, sigma_start: float, sigma_end: float) -> bool:
 # -- conditioning -------------------------------------------------------------------------------
 
 def split_conditioning(ssae: SSAE, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A flat conditioning-site vector -> (tokens [L, C], pooled [P] or None)."""
+    """A flat conditioning-site vector -> (token rows [L, C] in the SSAE's own layout, pooled [P] or None)."""
     parts = ssae.unflatten(flat)
     if not isinstance(parts, dict):
         return parts.reshape(-1, parts.shape[-1]) if parts.ndim > 1 else parts[None], None
-    names = list(parts)
-    return parts[names[0]], parts[names[1]] if len(names) > 1 else None
+    rows = [v.reshape(-1, v.shape[-1]) for k, v in parts.items() if k != POOLED]  # clip then t5 (or 'cond')
+    return torch.cat(rows), parts.get(POOLED)
 
 
 def edit_conditioning(cond: torch.Tensor, pooled: torch.Tensor | None, tokens_delta: torch.Tensor,
-                      pooled_delta: torch.Tensor | None, strength: float) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Add an SSAE edit to a prompt's conditioning [B, L, C] and pooled [B, P]; other values unchanged."""
-    cond = add_to_stream(cond, tokens_delta, None, strength)
+                      source: TokenLayout | None, pooled_delta: torch.Tensor | None,
+                      strength: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Add an SSAE edit to a prompt's conditioning [B, L, C] and pooled [B, P]; other values unchanged. The
+    edit's rows, in layout `source`, land on the conditioning's CLIP and T5 rows (`layout.remap_rows`)."""
+    if tokens_delta.shape[-1] != cond.shape[-1]:
+        raise ShapeMismatchError(f"the edit is {tokens_delta.shape[-1]} wide but the conditioning is "
+                                 f"{cond.shape[-1]} wide: this SSAE belongs to another text encoder")
+    cond = add_to_stream(cond, remap_rows(tokens_delta, source, detect_layout(cond)), None, strength)
     if pooled is not None and pooled_delta is not None:
         if pooled.shape[-1] != pooled_delta.shape[-1]:
             raise ShapeMismatchError(f"pooled output is {pooled.shape[-1]} wide, the SSAE's {pooled_delta.shape[-1]}")
@@ -150,6 +156,12 @@ class CaptureBuffer:
         self.pool, self.per_step = pool, per_step
         self._steps: list[torch.Tensor] = []
         self._count = 0
+
+    def __deepcopy__(self, memo: dict) -> CaptureBuffer:
+        """The buffer itself: ComfyUI's `ModelPatcher.clone()` deep-copies `model_options`, hook included, and
+        every clone between the capture node and the sampler (ModelSamplingSD3, a LoRA loader, a patch) must
+        still fill the buffer that the capture's FEATURES output hands to SSAESaveFeatures."""
+        return self
 
     def record(self, x: torch.Tensor, rows: torch.Tensor | None) -> None:
         """Add one step of stream output [B, L, C], its `rows` only (a bool mask, or row indices on x's

@@ -8,7 +8,8 @@ and then the manifest, both atomically, so a crash at any point leaves every com
 from __future__ import annotations
 
 import json
-import operator
+import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,37 +18,17 @@ import torch
 
 from .errors import FeatureFileError, VocabularyError
 from .safefile import MAX_HEADER_BYTES, atomic_save, atomic_write_text, json_meta, load_tensors, loads_json, read_header, tensor_slices
+from .shapes import FeatureShape, n_features_of
 from .vocab import Vocabulary
 
 FEATURES_FORMAT = "ssae-features/1"
 MANIFEST = "manifest.json"
 SPLITS = ("train", "test")
-FeatureShape = list[int] | dict[str, list[int]]
 MAX_CONCEPTS = 100_000
 """A stored vocabulary of more concepts than this is refused (as for SSAE files)."""
 MAX_FRAGMENT_LABELS = 10_000
 """Stored labels may name concepts by unique fragments; more distinct fragments than this are refused
 (each costs a scan of the whole vocabulary)."""
-_MAX_DIM = 1 << 62
-
-
-def n_features_of(shape: FeatureShape) -> int:
-    """Flat size of a feature shape: a list of ints, or named parts {name: shape} concatenated in order.
-    Raises TypeError unless every dimension is an int >= 0 (floats, negatives and absurd sizes included)."""
-    parts = shape.values() if isinstance(shape, dict) else [shape]
-    total = 0
-    for part in parts:
-        if isinstance(part, (str, bytes)):
-            raise TypeError(f"a shape must be a list of ints, got {part!r}")
-        size = 1
-        for d in part:
-            if isinstance(d, bool) or not 0 <= operator.index(d) <= _MAX_DIM:
-                raise TypeError(f"shape dimensions must be ints from 0 to 2**62, got {d!r}")
-            size *= d
-            if size > _MAX_DIM:  # stop before a shape of many huge dimensions costs big-integer arithmetic
-                raise TypeError(f"shape {part} has more than 2**62 values")
-        total += size
-    return total
 
 
 def check_finite(x: torch.Tensor, what: str, ids: torch.Tensor | None = None) -> None:
@@ -177,6 +158,30 @@ def append_features(folder: str | Path, features: torch.Tensor, vocabulary: Voca
            "vocabulary": vocabulary.categories, "shards": shards}
     atomic_write_text(json.dumps(doc, indent=1), folder / MANIFEST)
     return folder / name
+
+
+def replace_features(folder: str | Path, features: torch.Tensor, vocabulary: Vocabulary,
+                     labels: Sequence[Sequence[str]], split: Sequence[str] | None = None,
+                     prompts: Sequence[str] | None = None, site: str = "unknown",
+                     feature_shape: FeatureShape | None = None) -> Path:
+    """A feature-set folder holding just these samples, in place of what it held: built beside it under a hidden
+    name and swapped in, so that a crash leaves the old set or the new one, never a mix of the two."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{folder.name}.new-", dir=folder.parent))
+    try:
+        shard = append_features(staged, features, vocabulary, labels, split, prompts, site, feature_shape)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    if folder.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+        folder.rename(old / folder.name)
+        staged.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staged.rename(folder)
+    return folder / shard.name
 
 
 def load_features(path: str | Path) -> FeatureSet:

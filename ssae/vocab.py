@@ -56,6 +56,11 @@ class Vocabulary:
         return cls.from_json(Path(path).read_text(encoding="utf-8"))
 
     @classmethod
+    def parse(cls, text: str) -> Vocabulary:
+        """A vocabulary typed in a node: JSON {category: [concepts]}, or the paper's portraits when empty."""
+        return cls.from_json(text) if text.strip() else cls.portraits()
+
+    @classmethod
     def portraits(cls) -> Vocabulary:
         """The paper's portrait vocabulary (7 categories, 28 concepts), shipped with the package."""
         return cls.from_json(resources.files("ssae.data").joinpath("sd35_portraits.json").read_text(encoding="utf-8"))
@@ -106,6 +111,17 @@ class Vocabulary:
         """The paper's prompt: the phrases of a combination in category order, joined with ', '."""
         chosen = {self.category_of(c): self.resolve(c) for c in combo}
         return ", ".join(chosen[cat] for cat in self.categories if cat in chosen)
+
+    def parse_labels(self, text: str) -> list[str]:
+        """Concepts from 'blond, blue eyes, ...' (names or unique fragments), or else the phrases a prompt contains."""
+        try:
+            return [self.resolve(t.strip()) for t in text.split(",") if t.strip()]
+        except VocabularyError:
+            found = self.parse_prompt(text)
+            if not found:
+                raise VocabularyError(f"no concept of the vocabulary found in {text!r}: give concept names separated "
+                                      f"by commas, e.g. {', '.join(self.concepts[:2])}") from None
+            return found
 
     def parse_prompt(self, prompt: str) -> list[str]:
         """Concepts whose phrase occurs in a prompt (longest match per category wins)."""

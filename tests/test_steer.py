@@ -70,11 +70,13 @@ def test_in_window_is_inclusive_and_descending():
 
 def test_edit_conditioning_touches_tokens_and_pooled_only_as_asked():
     cond, pooled = torch.zeros(1, 6, 4), torch.zeros(1, 2)
-    c2, p2 = edit_conditioning(cond, pooled, torch.ones(3, 4), torch.ones(2), 0.5)
+    c2, p2 = edit_conditioning(cond, pooled, torch.ones(3, 4), None, torch.ones(2), 0.5)
     assert torch.equal(c2[0, :3], torch.full((3, 4), 0.5)) and not c2[0, 3:].any()
     assert torch.equal(p2, torch.full((1, 2), 0.5))
     with pytest.raises(ShapeMismatchError):
-        edit_conditioning(cond, pooled, torch.ones(3, 4), torch.ones(5), 1.0)
+        edit_conditioning(cond, pooled, torch.ones(3, 4), None, torch.ones(5), 1.0)
+    with pytest.raises(ShapeMismatchError, match="another text encoder"):
+        edit_conditioning(cond, pooled, torch.ones(3, 5), None, torch.ones(2), 1.0)
 
 
 def test_capture_owns_what_it_recorded():

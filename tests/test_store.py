@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 import ssae
 import ssae.safefile
 from ssae import FeatureFileError, VocabularyError
-from ssae.store import n_features_of
+from ssae.shapes import n_features_of
 
 TWO = [["blond"], ["boat"]]
 
@@ -295,3 +295,19 @@ def test_a_shard_without_a_split_does_not_leak_held_out_rows_into_training(tmp_p
     except FeatureFileError:
         return  # refusing the mixed folder is a fine answer too
     assert 1 not in fs.indices("train").tolist(), "the held-out row of shard 0 is trained on"
+
+
+def test_replace_swaps_in_a_new_set_and_a_failed_write_keeps_the_old(tmp_path):
+    folder = tmp_path / "sets" / "portraits"
+    for _ in range(2):
+        ssae.append_features(folder, torch.ones(2, 3), VOCAB, [["blond"], ["boat"]])
+    assert ssae.count_samples(folder) == 4
+    ssae.store.replace_features(folder, torch.zeros(3, 3), VOCAB, [["hat"]] * 3, ["test"] * 3)
+    fs = ssae.load_features(folder)
+    assert len(fs) == 3 and torch.equal(fs.load(), torch.zeros(3, 3)) and fs.split == ["test"] * 3
+    with pytest.raises(FeatureFileError, match="NaN"):
+        ssae.store.replace_features(folder, torch.full((1, 3), float("nan")), VOCAB, [["hat"]])
+    assert torch.equal(ssae.load_features(folder).load(), torch.zeros(3, 3)), "the old set is untouched"
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["portraits"], "no staging folders are left behind"
+    ssae.store.replace_features(tmp_path / "fresh", torch.ones(1, 3), VOCAB, [["hat"]])
+    assert ssae.count_samples(tmp_path / "fresh") == 1

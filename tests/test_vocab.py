@@ -123,3 +123,13 @@ def test_random_pairs_asking_for_more_pairs_than_exist_is_an_error_not_a_hang():
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
+
+
+def test_a_typed_vocabulary_defaults_to_the_portraits_and_typed_labels_resolve():
+    assert Vocabulary.parse("  ") == Vocabulary.portraits()
+    assert Vocabulary.parse(VOCAB.to_json()) == VOCAB
+    assert VOCAB.parse_labels("blond, boat ,hat") == ["A blond girl", "on a boat", "and a hat"]
+    assert VOCAB.parse_labels("A brunette girl, on a boat, and a baseball cap, looking to the left") == \
+        ["A brunette girl", "on a boat", "and a baseball cap", "looking to the left"], "a whole prompt"
+    with pytest.raises(VocabularyError, match="no concept of the vocabulary found in 'a red car'.*A blond girl"):
+        VOCAB.parse_labels("a red car")

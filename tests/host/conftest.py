@@ -1,7 +1,9 @@
 """Host integration tests: a real ComfyUI started on 127.0.0.1 (CPU) with this project as a custom node.
 
 Run when COMFYUI_PATH names a ComfyUI checkout (COMFYUI_PYTHON: its interpreter, default this one;
-COMFYUI_STUBS: extra PYTHONPATH, default ../shared/comfy-host/stubs). Skipped with that reason otherwise.
+COMFYUI_STUBS: an extra PYTHONPATH for the host, e.g. stand-ins for packages it imports but no SD3 path uses).
+Skipped with that reason otherwise. The models are tiny random ones that the tests build (tiny_models.py), and
+fixture_nodes/ adds a test-only node to the host; nothing outside the repository is used.
 """
 from __future__ import annotations
 
@@ -18,10 +20,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from graphs import synthetic_ssae
+from graphs import CLIP_L, MODELS, TE_MODEL, synthetic_ssae
+from tiny_models import random_clip_l, random_mmdit
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared" / "comfy-host"
+FIXTURE_NODES = Path(__file__).resolve().parent / "fixture_nodes"
 
 
 def _host() -> tuple[Path, str] | None:
@@ -123,24 +126,24 @@ def comfy(tmp_path_factory):
     base = tmp_path_factory.mktemp("comfy")
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / "ComfyUI-SSAE").symlink_to(ROOT, target_is_directory=True)
-    maker = SHARED / "make_tiny_sd3.py"
-    if not maker.is_file():
-        pytest.skip(f"no tiny SD3 maker at {maker}")
+    for pack in FIXTURE_NODES.iterdir():
+        if pack.is_dir() and not pack.name.startswith(("_", ".")):
+            (base / "custom_nodes" / pack.name).symlink_to(pack, target_is_directory=True)
     models = base / "models"
-    for name, extra in (("tiny_sd3", []), ("tiny_sd35m", ["--x-self-attn", "0"])):
-        out = base / f"make_{name}"
-        subprocess.run([python, str(maker), str(out), *extra], check=True, capture_output=True)
-        (models / "diffusion_models").mkdir(parents=True, exist_ok=True)
-        (out / "diffusion_models" / "tiny_sd3.safetensors").rename(models / "diffusion_models" / f"{name}.safetensors")
+    unets = models / "diffusion_models"
+    random_mmdit(unets / MODELS[0])  # SD3, context 64 wide: conditioning composed by synthetic SSAEs
+    random_mmdit(unets / MODELS[1], x_self_attn=(0,))  # SD3.5 medium's MMDiT-X layout
+    random_mmdit(unets / TE_MODEL, ctx=4096, adm=2048)  # takes what CLIP Text Encode gives for SD3
+    random_clip_l(models / "text_encoders" / CLIP_L)
     (models / "ssae").mkdir()
     yaml = base / "extra_model_paths.yaml"
     yaml.write_text(f"ssae_test:\n  base_path: {base}\n  custom_nodes: custom_nodes\n"
-                    "  diffusion_models: models/diffusion_models\n  ssae: models/ssae\n")
+                    "  diffusion_models: models/diffusion_models\n  text_encoders: models/text_encoders\n"
+                    "  ssae: models/ssae\n")
     port = _free_port()
     env = dict(os.environ)
-    stubs = os.environ.get("COMFYUI_STUBS", str(SHARED / "stubs"))
-    if Path(stubs).is_dir():
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [stubs, env.get("PYTHONPATH")]))
+    if os.environ.get("COMFYUI_STUBS"):
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.environ["COMFYUI_STUBS"], env.get("PYTHONPATH")]))
     log = base / "comfyui.log"
     proc = subprocess.Popen([python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
                              "--extra-model-paths-config", str(yaml), "--output-directory", str(base / "output"),

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from graphs import COMBOS, MODELS, VOCAB, capture_graph, compose_graph
+from graphs import COMBOS, MODELS, VOCAB, capture_graph, compose_graph, train_graph
 
 import ssae
 
 NODE_IDS = ["SSAELoader", "SSAESave", "SSAEConceptVector", "SSAEApplyConditioning", "SSAEPatchModel",
-            "SSAECaptureFeatures", "SSAESaveFeatures", "SSAETrain"]
+            "SSAEPromptSet", "SSAECaptureConditioning", "SSAECaptureFeatures", "SSAESaveFeatures", "SSAETrain"]
 
 
 def test_every_node_is_registered(comfy):
@@ -86,12 +86,7 @@ def test_capture_save_train_load_patch_sample(comfy, ssae_files, model):
     assert len(data) == len(COMBOS) and data.site == "joint_blocks.0.img" and data.n_features == 128
     assert data.labels == [[VOCAB.resolve(c) for c in combo] for combo in COMBOS]
 
-    comfy.run({
-        "train": {"class_type": "SSAETrain", "inputs": {"features": name, "preset": "additive", "epochs": 0,
-                                                        "seed": 0, "device": "cpu"}},
-        "save": {"class_type": "SSAESave", "inputs": {"ssae": ["train", 0], "filename": "trained_in_comfy"}},
-        "curve": {"class_type": "PreviewImage", "inputs": {"images": ["train", 1]}},
-    })
+    comfy.run(train_graph(name, "additive", "trained_in_comfy"))
     trained = ssae.SSAE.load(ssae_files / "trained_in_comfy.safetensors")
     assert trained.site == "joint_blocks.0.img" and trained.vocabulary.categories == VOCAB.categories
 

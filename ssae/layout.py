@@ -1,0 +1,165 @@
+"""Token layouts of SD3 conditioning: which rows come from CLIP and which from T5.
+
+ComfyUI encodes an SD3 prompt as CLIP rows (77 per chunk of the prompt; CLIP-L and CLIP-G side by side
+in the first 2048 channels, zero beyond) followed by T5 rows (77 or more; none without a T5 encoder).
+diffusers' `encode_prompt`, whose features the paper used, gives 77 CLIP rows and 256 T5 rows. A
+conditioning feature records its layout in its shape's named parts, `{"clip": [77, 4096], "t5": [77,
+4096], "pooled_output": [2048]}`, and edits move CLIP rows to CLIP rows and T5 rows to T5 rows, so an
+SSAE works on conditioning of any layout its rows fit.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import FeatureFileError, ShapeMismatchError
+from .shapes import FeatureShape, n_features_of
+from .store import FeatureSet, append_features
+
+log = logging.getLogger(__name__)
+CLIP_CHANNELS = 2048
+"""SD3's CLIP rows fill channels 0..2047 (CLIP-L 768 + CLIP-G 1280) and are zero-padded to the T5 width."""
+KNOWN_ROWS = {333: (77, 256), 154: (77, 77), 77: (77, 0)}
+"""Layouts of conditioning stored before layouts were recorded: diffusers' (the paper's), ComfyUI's with
+T5, ComfyUI's CLIP only."""
+POOLED = "pooled_output"
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """`clip` CLIP rows followed by `t5` T5 rows."""
+
+    clip: int
+    t5: int
+
+    def __post_init__(self) -> None:
+        if min(self.clip, self.t5) < 0:
+            raise ShapeMismatchError(f"a token layout counts rows from 0 up, got {self.clip} CLIP and {self.t5} T5")
+
+    @property
+    def rows(self) -> int:
+        return self.clip + self.t5
+
+    def __str__(self) -> str:
+        return f"{self.clip} CLIP + {self.t5} T5 rows"
+
+    def spans(self) -> dict[str, slice]:
+        return {"clip": slice(0, self.clip), "t5": slice(self.clip, self.rows)}
+
+
+def detect_layout(cond: torch.Tensor) -> TokenLayout:
+    """The layout of ComfyUI SD3 conditioning [B, L, C] or [L, C]: the leading rows that are zero beyond the
+    CLIP channels are CLIP rows, the rest T5. A conditioning no wider than the CLIP channels is all CLIP."""
+    rows = cond.reshape(-1, cond.shape[-2], cond.shape[-1])[0]
+    if rows.shape[-1] <= CLIP_CHANNELS:
+        return TokenLayout(rows.shape[0], 0)
+    dense = (rows[:, CLIP_CHANNELS:] != 0).any(1)
+    n_clip = int(dense.int().argmax()) if bool(dense.any()) else rows.shape[0]
+    return TokenLayout(n_clip, rows.shape[0] - n_clip)
+
+
+def conditioning_shape(layout: TokenLayout, width: int, pooled: int | None) -> dict[str, list[int]]:
+    """The feature shape of conditioning in `layout`: named parts clip, t5 (when present) and pooled_output."""
+    shape = {name: [n, width] for name, n in (("clip", layout.clip), ("t5", layout.t5)) if n}
+    if pooled is not None:
+        shape[POOLED] = [pooled]
+    return shape
+
+
+def layout_of_shape(shape: FeatureShape) -> TokenLayout | None:
+    """The layout a conditioning feature shape records: from its named parts, or for shapes stored before
+    layouts were (`{"cond": [L, C], ...}` or flat) from the known row counts; None when it cannot be told."""
+    if isinstance(shape, dict) and ("clip" in shape or "t5" in shape):
+        return TokenLayout(shape.get("clip", [0])[0], shape.get("t5", [0])[0])
+    rows = next(iter(shape.values()))[0] if isinstance(shape, dict) else (shape[0] if len(shape) == 2 else None)
+    return TokenLayout(*KNOWN_ROWS[rows]) if rows in KNOWN_ROWS else None
+
+
+def remap_rows(x: torch.Tensor, source: TokenLayout | None, target: TokenLayout) -> torch.Tensor:
+    """[..., source rows, C] -> [..., target rows, C]: CLIP rows onto CLIP rows and T5 rows onto T5 rows, each
+    aligned on its first row; rows the target has beyond the source's are zero. An unknown source aligns on the
+    first rows. Refused when no row would land (e.g. T5 rows only, onto CLIP rows only); a warning when one
+    part has nowhere to go."""
+    if source is None:
+        source = TokenLayout(x.shape[-2], 0) if target.clip else TokenLayout(0, x.shape[-2])
+    if (min(source.clip, target.clip) + min(source.t5, target.t5)) == 0:
+        raise ShapeMismatchError(f"this SSAE's features have {source}, the conditioning {target}: none of its rows "
+                                 "fits; encode the prompt with the text encoders the SSAE was trained with")
+    out = x.new_zeros(*x.shape[:-2], target.rows, x.shape[-1])
+    for part, src, dst in zip(("CLIP", "T5"), source.spans().values(), target.spans().values()):
+        n = min(src.stop - src.start, dst.stop - dst.start)
+        out[..., dst.start:dst.start + n, :] = x[..., src.start:src.start + n, :]
+        if n == 0 and src.stop > src.start:
+            log.warning("the SSAE edits %s rows but the conditioning has none (%s): that part is dropped", part, target)
+        elif n == 0 and dst.stop > dst.start:
+            log.warning("the conditioning's %s rows are left unchanged: the SSAE was trained without them (%s)",
+                        part, source)
+    return out
+
+
+def conditioning_features(cond: torch.Tensor, pooled: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+    """Conditioning-site features of a prompt's conditioning [B, L, C] and pooled [B, P]: [B, L·C (+ P)] in the
+    conditioning's own dtype (a lossless copy), and the feature shape that records their layout."""
+    x = cond.reshape(cond.shape[0], -1)
+    if pooled is not None:
+        x = torch.cat([x, pooled.reshape(cond.shape[0], -1).to(x.dtype)], 1)
+    width = pooled.shape[-1] if pooled is not None else None
+    return x.detach().cpu().clone(), conditioning_shape(detect_layout(cond), cond.shape[-1], width)
+
+
+def parts_of(shape: FeatureShape, width: int = 4096, pooled: int = 2048) -> dict[str, list[int]] | None:
+    """A conditioning feature shape as named parts clip / t5 / pooled_output, however it was stored: named parts,
+    `{"cond": [L, C], "pooled_output": [P]}`, [L, C], or flat [L·C (+ P)] as the reference code stores SD3.5's
+    conditioning (L of the known row counts, C = `width`, P = `pooled`); None when it cannot be told."""
+    if isinstance(shape, dict) and ("clip" in shape or "t5" in shape):
+        return shape
+    if isinstance(shape, dict) or len(shape) == 2:
+        tokens = next(iter(shape.values())) if isinstance(shape, dict) else shape
+        extra = n_features_of(shape) - n_features_of(tokens)
+    else:
+        n = shape[0]
+        rows = next((r for r in KNOWN_ROWS if n in (r * width, r * width + pooled)), None)
+        if rows is None:
+            return None
+        tokens, extra = [rows, width], n - rows * width
+    layout = layout_of_shape([tokens[0], tokens[1]])
+    return None if layout is None else conditioning_shape(layout, tokens[1], extra or None)
+
+
+def relayout(x: torch.Tensor, parts: dict[str, list[int]], target: TokenLayout) -> tuple[torch.Tensor, dict]:
+    """Conditioning features [n, F] with named `parts` -> the same prompts in `target`'s rows (`remap_rows` for
+    each sample: CLIP rows to CLIP rows, T5 rows to T5 rows, extra rows zero), pooled kept; and their shape."""
+    width = next(v for k, v in parts.items() if k != POOLED)[1]
+    source = layout_of_shape(parts)
+    n_tok = source.rows * width
+    tokens = x[:, :n_tok].reshape(x.shape[0], source.rows, width)
+    out = remap_rows(tokens, source, target).flatten(1)
+    pooled = parts.get(POOLED)
+    if pooled is not None:
+        out = torch.cat([out, x[:, n_tok:]], 1)
+    return out, conditioning_shape(target, width, pooled[0] if pooled else None)
+
+
+def relayout_features(data: FeatureSet, out: str | Path, t5_rows: int = 77) -> Path:
+    """Write conditioning features stored in another layout (diffusers' 77 CLIP + 256 T5 rows, the paper's) as a
+    new feature-set folder in ComfyUI's: the same CLIP rows and `t5_rows` T5 rows (77 for SD3 with T5 in
+    ComfyUI, 0 for CLIP alone), one shard per shard read, labels, splits and prompts kept."""
+    out = Path(out)
+    if out.exists():
+        raise FeatureFileError(f"{out} exists: give a new folder for the converted feature set")
+    parts = parts_of(data.feature_shape)
+    if parts is None:
+        raise FeatureFileError(f"feature shape {data.feature_shape} is no SD3 conditioning of a known layout: give "
+                               "named parts {'clip': [77, 4096], 't5': [256, 4096], 'pooled_output': [2048]} or "
+                               "333, 154 or 77 rows of 4096 values (flat or not), with or without 2048 pooled")
+    target = TokenLayout(layout_of_shape(parts).clip, t5_rows)
+    for sel, x in data.row_blocks():
+        y, shape = relayout(x, parts, target)
+        rows = sel.tolist()
+        append_features(out, y, data.vocabulary, [data.labels[i] for i in rows],
+                        [data.split[i] for i in rows] if data.split else None,
+                        [data.prompts[i] for i in rows] if data.prompts else None, "conditioning", shape)
+    return out
