@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "host")]
 
 
 def main() -> None:
@@ -32,7 +31,6 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256, help="image side in pixels")
     ap.add_argument("--steps", type=int, default=28, help="sampling steps per run (SD3.5's usual 28)")
     ap.add_argument("--repeats", type=int, default=3, help="timed rounds after a warm-up round; the fastest counts")
-    ap.add_argument("--maker", default=str(ROOT.parent / "shared" / "comfy-host" / "make_tiny_sd3.py"))
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
     comfy_path = os.environ.get("COMFYUI_PATH")
@@ -46,6 +44,7 @@ def main() -> None:
     import comfy.sample
     import comfy.sd
     import torch
+    from tiny_models import random_mmdit
 
     from ssae.hooks import BlockHook
     from ssae.steer import edit_conditioning
@@ -56,9 +55,8 @@ def main() -> None:
     for depth in map(int, a.depths.split(",")):
         hidden = 64 * depth
         with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run([sys.executable, a.maker, tmp, "--depth", str(depth), "--pos", str(max(16, a.size // 16))],
-                           check=True, capture_output=True)
-            model = comfy.sd.load_diffusion_model(os.path.join(tmp, "diffusion_models", "tiny_sd3.safetensors"))
+            path = random_mmdit(Path(tmp) / "tiny_sd3.safetensors", depth=depth, pos=max(16, a.size // 16))
+            model = comfy.sd.load_diffusion_model(str(path))
         ctx, adm = 64, 32
         g = torch.Generator().manual_seed(0)
         cond = [[torch.randn(1, 154, ctx, generator=g), {"pooled_output": torch.randn(1, adm, generator=g)}]]

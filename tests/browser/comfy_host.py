@@ -5,8 +5,8 @@ Run by tests/browser/e2e.test.mjs (or by hand) with the host's interpreter:
 It prints one JSON line {"url", "base", "files": {...}} once the server answers, then serves until
 stdin closes or it gets SIGTERM/SIGINT, and stops ComfyUI and removes its temporary folder.
 
-Environment: COMFYUI_PATH (a ComfyUI checkout, required), COMFYUI_STUBS (extra PYTHONPATH for the host;
-default ../shared/comfy-host/stubs beside the repository, when it exists), SSAE_E2E_PORT (default: a free port).
+Environment: COMFYUI_PATH (a ComfyUI checkout, required), COMFYUI_STUBS (extra PYTHONPATH for the host, e.g.
+stand-ins for packages it imports but never uses here), SSAE_E2E_PORT (default: a free port).
 The interpreter running this script is the one that runs ComfyUI (it needs torch and safetensors).
 """
 from __future__ import annotations
@@ -26,7 +26,6 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared" / "comfy-host"
 GOOD = "tiny_portraits.safetensors"
 BROKEN = "broken.safetensors"
 
@@ -77,8 +76,8 @@ def main() -> int:
         yaml.write_text(f"ssae_test:\n  base_path: {base}\n  custom_nodes: custom_nodes\n  ssae: models/ssae\n")
         port = int(os.environ.get("SSAE_E2E_PORT") or free_port())
         env = dict(os.environ)
-        stubs = os.environ.get("COMFYUI_STUBS", str(SHARED / "stubs"))
-        if stubs and Path(stubs).is_dir():
+        stubs = os.environ.get("COMFYUI_STUBS")
+        if stubs:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [stubs, env.get("PYTHONPATH")]))
         log = base / "comfyui.log"
         proc = subprocess.Popen(

@@ -2,7 +2,7 @@
 
 The test itself is tests/browser/e2e.test.mjs; it starts ComfyUI with tests/browser/comfy_host.py.
 Needs COMFYUI_PATH (a ComfyUI checkout; COMFYUI_PYTHON: its interpreter, default this one; COMFYUI_STUBS:
-extra PYTHONPATH, default ../shared/comfy-host/stubs), /usr/bin/chromium (`apt-get install -y chromium`),
+extra PYTHONPATH for the host), /usr/bin/chromium (`apt-get install -y chromium`),
 node, and node_modules/playwright-core (`npm install` in the repository root). Skipped, with the missing
 piece named, when any of them is absent. Writes tests/artifacts/widget.png.
 """

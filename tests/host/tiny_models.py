@@ -55,11 +55,11 @@ def mmdit_shapes(depth: int, ctx: int, adm: int, pos: int = 16, x_self_attn: tup
 
 
 def random_mmdit(path: Path, depth: int = 2, ctx: int = 64, adm: int = 32, x_self_attn: tuple[int, ...] = (),
-                 seed: int = 0) -> Path:
+                 pos: int = 16, seed: int = 0) -> Path:
     """A random SD3 MMDiT file for `UNETLoader` (context `ctx` wide, pooled `adm`); norms at one, biases zero."""
     g = torch.Generator().manual_seed(seed)
     sd = {}
-    for key, shape in mmdit_shapes(depth, ctx, adm, x_self_attn=x_self_attn).items():
+    for key, shape in mmdit_shapes(depth, ctx, adm, pos, x_self_attn).items():
         if key.endswith(("ln_q.weight", "ln_k.weight")):
             sd[key] = torch.ones(shape)
         elif key.endswith(".bias"):
