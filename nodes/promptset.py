@@ -23,7 +23,7 @@ class SSAEPromptSet(io.ComfyNode):
                                         "(7 categories, 28 concepts). A prompt joins one phrase per category."),
                 io.Int.Input("prompts", default=200, min=1, max=100000,
                              tooltip="How many distinct concept combinations to sample (all of them if fewer exist)."),
-                io.Int.Input("seed", default=0, min=0, max=2**31 - 1,
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=False,
                              tooltip="Seed of the sampled combinations and of the drawn held-out pairs."),
                 io.Int.Input("heldout_pairs", default=4, min=0, max=100,
                              tooltip="Concept pairs, drawn with the seed, that never meet in 'train': the unseen "

@@ -14,6 +14,10 @@ OUT = Path(__file__).resolve().parents[1] / "example_workflows"
 CKPT = "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors"
 PORTRAIT = ("A blond girl, with blue eyes, sitting at a cafe, wearing a red t-shit, and a hat, holding a coffee, "
             "looking to the left")
+COND_SET, COND_SSAE = "portraits_conditioning", "sd35m_conditioning_portraits"
+BLOCK_SET, BLOCK_SSAE = "portraits_block12_img", "sd35m_block12_img_portraits"
+"""The loop's names: build_training_set writes COND_SET, train_ssae turns it into COND_SSAE, which the compose
+and edit workflows load; capture_block_features -> BLOCK_SET -> train_ssae_block -> BLOCK_SSAE likewise."""
 SAMPLER = {"seed": 42, "steps": 28, "cfg": 4.5, "sampler_name": "euler", "scheduler": "sgm_uniform", "denoise": 1.0}
 
 
@@ -32,7 +36,7 @@ def sd35_tail(positive, model=("ckpt", 0)) -> dict:
 WORKFLOWS = {
     "compose_unseen_mix": {
         "ckpt": ("CheckpointLoaderSimple", {"ckpt_name": CKPT}),
-        "ssae": ("SSAELoader", {"ssae_name": "sd35m_conditioning_portraits.safetensors"}),
+        "ssae": ("SSAELoader", {"ssae_name": COND_SSAE + ".safetensors"}),
         "mix": ("SSAEConceptVector", {"ssae": ("ssae", 0), "mode": "compose", "concepts": json.dumps(
             {"mode": "compose", "add": {"A brunette girl": 1.0, "on horseback in the forest": 1.0,
                                         "and a baseball cap": 1.0, "holding a coffee": 1.0}, "remove": {}})}),
@@ -42,7 +46,7 @@ WORKFLOWS = {
     "edit_concept_conditioning": {
         "ckpt": ("CheckpointLoaderSimple", {"ckpt_name": CKPT}),
         "prompt": ("CLIPTextEncode", {"text": PORTRAIT, "clip": ("ckpt", 1)}),
-        "ssae": ("SSAELoader", {"ssae_name": "sd35m_conditioning_portraits.safetensors"}),
+        "ssae": ("SSAELoader", {"ssae_name": COND_SSAE + ".safetensors"}),
         "swap": ("SSAEConceptVector", {"ssae": ("ssae", 0), "mode": "edit", "concepts": json.dumps(
             {"mode": "edit", "add": {"A brunette girl": 1.0}, "remove": {"A blond girl": 1.0}})}),
         "edit": ("SSAEApplyConditioning", {"concepts": ("swap", 0), "strength": 1.0, "conditioning": ("prompt", 0)}),
@@ -51,27 +55,42 @@ WORKFLOWS = {
     "edit_concept_joint_block": {
         "ckpt": ("CheckpointLoaderSimple", {"ckpt_name": CKPT}),
         "prompt": ("CLIPTextEncode", {"text": PORTRAIT, "clip": ("ckpt", 1)}),
-        "ssae": ("SSAELoader", {"ssae_name": "sd35m_block12_img_portraits.safetensors"}),
+        "ssae": ("SSAELoader", {"ssae_name": BLOCK_SSAE + ".safetensors"}),
         "swap": ("SSAEConceptVector", {"ssae": ("ssae", 0), "mode": "edit", "concepts": json.dumps(
             {"mode": "edit", "add": {"wearing a black t-shit": 1.0}, "remove": {"wearing a red t-shit": 1.0}})}),
         "patch": ("SSAEPatchModel", {"model": ("ckpt", 0), "concepts": ("swap", 0), "strength": 1.0,
                                      "start_percent": 0.0, "end_percent": 0.6, "apply_to": "positive", "site": ""}),
         **sd35_tail(("prompt", 0), model=("patch", 0)),
     },
-    "capture_features": {
+    "build_training_set": {
         "ckpt": ("CheckpointLoaderSimple", {"ckpt_name": CKPT}),
-        "prompt": ("CLIPTextEncode", {"text": PORTRAIT, "clip": ("ckpt", 1)}),
-        "capture": ("SSAECaptureFeatures", {"model": ("ckpt", 0), "site": "joint_blocks.12.img", "labels": PORTRAIT,
-                                            "vocabulary": "", "start_percent": 0.0, "end_percent": 1.0,
-                                            "steps": "mean", "tokens": "auto"}),
-        **{k: v for k, v in sd35_tail(("prompt", 0), model=("capture", 0)).items() if k not in ("decode", "save")},
-        "store": ("SSAESaveFeatures", {"features": ("capture", 1), "samples": ("sampler", 0),
-                                       "name": "portraits_block12_img", "split": "train"}),
+        "prompts": ("SSAEPromptSet", {"vocabulary": "", "prompts": 1500, "seed": 0, "heldout_pairs": 4, "heldout": ""}),
+        "encode": ("CLIPTextEncode", {"text": ("prompts", 0), "clip": ("ckpt", 1)}),
+        "capture": ("SSAECaptureConditioning", {"conditioning": ("encode", 0), "sample": ("prompts", 1)}),
+        "store": ("SSAESaveFeatures", {"features": ("capture", 0), "name": COND_SET, "split": "auto",
+                                       "if_exists": "replace"}),
     },
     "train_ssae": {
-        "train": ("SSAETrain", {"features": "portraits_block12_img", "preset": "default", "epochs": 300, "seed": 0,
+        "train": ("SSAETrain", {"features": COND_SET, "preset": "default", "epochs": 300, "seed": 0,
                                 "device": "auto"}),
-        "save": ("SSAESave", {"ssae": ("train", 0), "filename": "sd35m_block12_img_portraits"}),
+        "save": ("SSAESave", {"ssae": ("train", 0), "filename": COND_SSAE}),
+        "curve": ("PreviewImage", {"images": ("train", 1)}),
+    },
+    "capture_block_features": {
+        "ckpt": ("CheckpointLoaderSimple", {"ckpt_name": CKPT}),
+        "prompts": ("SSAEPromptSet", {"vocabulary": "", "prompts": 300, "seed": 0, "heldout_pairs": 4, "heldout": ""}),
+        "encode": ("CLIPTextEncode", {"text": ("prompts", 0), "clip": ("ckpt", 1)}),
+        "capture": ("SSAECaptureFeatures", {"model": ("ckpt", 0), "site": "joint_blocks.12.img", "labels": "",
+                                            "vocabulary": "", "start_percent": 0.0, "end_percent": 1.0,
+                                            "steps": "mean", "tokens": "auto", "sample": ("prompts", 1)}),
+        **{k: v for k, v in sd35_tail(("encode", 0), model=("capture", 0)).items() if k not in ("decode", "save")},
+        "store": ("SSAESaveFeatures", {"features": ("capture", 1), "samples": ("sampler", 0), "name": BLOCK_SET,
+                                       "split": "auto", "if_exists": "replace"}),
+    },
+    "train_ssae_block": {
+        "train": ("SSAETrain", {"features": BLOCK_SET, "preset": "default", "epochs": 300, "seed": 0,
+                                "device": "auto"}),
+        "save": ("SSAESave", {"ssae": ("train", 0), "filename": BLOCK_SSAE}),
         "curve": ("PreviewImage", {"images": ("train", 1)}),
     },
 }
@@ -104,9 +123,9 @@ def to_ui(spec: dict, info: dict) -> dict:
         schema = info[cls]
         order_names = schema["input_order"].get("required", []) + schema["input_order"].get("optional", [])
         all_inputs = {**schema["input"].get("required", {}), **schema["input"].get("optional", {})}
-        socket_inputs, widgets = [], []
+        socket_inputs, widgets, height = [], [], 0
         for name in order_names:
-            typ = all_inputs[name][0]
+            typ, opts = all_inputs[name][0], (all_inputs[name][1:] or [{}])[0]
             is_widget = isinstance(typ, list) or typ in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
             v = inputs.get(name)
             if isinstance(v, tuple) or not is_widget:
@@ -114,14 +133,18 @@ def to_ui(spec: dict, info: dict) -> dict:
                 if link:
                     link[4] = len(socket_inputs)
                 socket_inputs.append({"name": name, "type": typ if isinstance(typ, str) else "COMBO",
-                                      "link": link[0] if link else None})
-            else:
-                widgets.append(v if v is not None else all_inputs[name][1].get("default"))
-                if name in ("seed", "noise_seed") and cls in ("KSampler", "KSamplerAdvanced"):
-                    widgets.append("fixed")
+                                      "link": link[0] if link else None} | ({"widget": {"name": name}} if is_widget
+                                                                             else {}))
+            if is_widget:  # a linked widget keeps its value too: the front end reads widgets_values by position
+                widgets.append(v if v is not None and not isinstance(v, tuple) else opts.get("default"))
+                height += 80 if opts.get("multiline") else 24
+                if opts.get("control_after_generate", name in ("seed", "noise_seed")):
+                    widgets.append("fixed")  # the front end's control widget follows its seed
+                    height += 24
         col = d(key)
         y = rows.get(col, 60)
-        size = [420, 640] if cls == "SSAEConceptVector" else [340, 200]  # room for the concept widget
+        n_outputs = len(schema["output"])
+        size = [420, 640] if cls == "SSAEConceptVector" else [340, 40 + 22 * max(len(socket_inputs), n_outputs) + height]
         rows[col] = y + size[1] + 60
         nodes.append({
             "id": ids[key], "type": cls, "pos": [60 + 460 * col, y], "size": size,

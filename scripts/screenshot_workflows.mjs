@@ -28,8 +28,18 @@ for (const file of readdirSync(join(root, "example_workflows")).filter((f) => f.
     window.app.graph.setDirtyCanvas(true, true);
   });
   await page.waitForTimeout(500);
+  const clip = await page.evaluate(() => { // the graph's extent on screen, so that the picture holds no empty canvas
+    const { canvas, graph } = window.app;
+    const box = canvas.canvas.getBoundingClientRect();
+    const [ox, oy] = canvas.ds.offset;
+    const s = canvas.ds.scale;
+    const right = Math.max(...graph._nodes.map((n) => (n.pos[0] + n.size[0] + ox) * s));
+    const bottom = Math.max(...graph._nodes.map((n) => (n.pos[1] + n.size[1] + oy) * s));
+    return { x: 0, y: 0, width: Math.min(box.left + right + 40, innerWidth),
+             height: Math.min(box.top + bottom + 40, innerHeight) };
+  });
   const out = join(root, "docs", "img", file.replace(".json", ".png"));
-  await page.screenshot({ path: out });
+  await page.screenshot({ path: out, clip });
   console.log("wrote", out);
 }
 await browser.close();

@@ -9,7 +9,7 @@
 // Writes tests/artifacts/widget.png.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { after, before, test } from "node:test";
@@ -381,4 +381,22 @@ test("concept widget in a real ComfyUI", { skip: reason ?? false, timeout: 300_0
   await t.test("no errors from the extension's files", () => {
     assert.deepEqual(pageErrors, []);
   });
+});
+
+test("example workflows load as written", { skip: reason ?? false, timeout: 300_000 }, async () => {
+  // Each example workflow, loaded by the front end, turned into the prompt that Run would send; the pytest
+  // wrapper compares these with the graphs scripts/build_example_workflows.py declares.
+  const dir = path.join(ROOT, "example_workflows");
+  const prompts = {};
+  for (const file of readdirSync(dir).filter((f) => f.endsWith(".json")).sort()) {
+    const wf = JSON.parse(readFileSync(path.join(dir, file), "utf8"));
+    prompts[file.replace(/\.json$/, "")] = await page.evaluate(async (wf) => {
+      await window.app.loadGraphData(wf);
+      return (await window.app.graphToPrompt()).output;
+    }, wf);
+    await page.keyboard.press("Escape"); // the missing-models dialog: the examples name SD3.5 files
+  }
+  mkdirSync(ARTIFACTS, { recursive: true });
+  writeFileSync(path.join(ARTIFACTS, "workflow_prompts.json"), JSON.stringify(prompts, null, 1));
+  assert.ok(Object.keys(prompts).length > 0);
 });

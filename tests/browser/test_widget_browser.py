@@ -8,6 +8,7 @@ piece named, when any of them is absent. Writes tests/artifacts/widget.png.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -50,3 +51,22 @@ def test_concept_widget_in_browser():
     assert r.returncode == 0, f"browser test failed (exit {r.returncode}):\n{out[-8000:]}"
     assert not re.search(r"\bpass 0$|\bskipped [1-9]", out, re.M), f"browser test did not run:\n{out[-4000:]}"
     assert (ROOT / "tests" / "artifacts" / "widget.png").is_file()
+    assert_workflows_run_as_declared(json.loads((ROOT / "tests" / "artifacts" / "workflow_prompts.json").read_text()))
+
+
+def assert_workflows_run_as_declared(prompts: dict) -> None:
+    """What the front end sends for each example workflow is the graph its builder declares: every node, each
+    widget value in its place (a widget the front end adds, such as a seed's control, shifts none) and each link."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from build_example_workflows import WORKFLOWS
+    assert sorted(prompts) == sorted(WORKFLOWS)
+    for name, spec in WORKFLOWS.items():
+        ids = {key: str(i + 1) for i, key in enumerate(spec)}
+        sent = prompts[name]
+        assert sorted(sent) == sorted(ids.values()), name
+        for key, (cls, inputs) in spec.items():
+            node = sent[ids[key]]
+            assert node["class_type"] == cls, (name, key)
+            for k, v in inputs.items():
+                want = [ids[v[0]], v[1]] if isinstance(v, tuple) else v
+                assert node["inputs"].get(k) == want, (name, key, k, node["inputs"].get(k), want)
