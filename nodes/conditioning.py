@@ -24,12 +24,15 @@ class SSAEApplyConditioning(io.ComfyNode):
                                tooltip="Scale of the edit (edit mode); 0 leaves the conditioning unchanged."),
                 io.Conditioning.Input("conditioning", optional=True,
                                       tooltip="The prompt's conditioning (edit mode). Compose mode needs none."),
+                io.String.Input("context", default="", optional=True,
+                                tooltip="The prompt being edited, or its concepts ('blond, hat, ...'): the edit is then "
+                                        "exact for it. Empty: averaged over prompts that hold the removed concepts."),
             ],
             outputs=[io.Conditioning.Output()],
         )
 
     @classmethod
-    def execute(cls, concepts: SSAEConcepts, strength: float, conditioning=None) -> io.NodeOutput:
+    def execute(cls, concepts: SSAEConcepts, strength: float, conditioning=None, context: str = "") -> io.NodeOutput:
         ssae, choice = concepts.ssae, concepts.choice
         with node_errors():
             if ssae.site != "conditioning":
@@ -42,7 +45,7 @@ class SSAEApplyConditioning(io.ComfyNode):
                 return io.NodeOutput([[tokens[None].expand(batch, -1, -1).clone(), extra]])
             if conditioning is None:
                 raise SSAEError("edit mode needs the prompt's conditioning: connect it, or switch the concepts to compose")
-            tokens_d, pooled_d = split_conditioning(ssae, choice.delta(ssae))
+            tokens_d, pooled_d = split_conditioning(ssae, choice.delta(ssae, context))
             out = []
             for cond, extra in conditioning:
                 c, p = edit_conditioning(cond, extra.get("pooled_output"), tokens_d, layout_of_shape(ssae.feature_shape),

@@ -19,27 +19,32 @@ class SSAEPatchModel(io.ComfyNode):
             inputs=[
                 io.Model.Input("model"),
                 ConceptsType.Input("concepts"),
-                io.Float.Input("strength", default=1.0, min=-20.0, max=20.0, step=0.05),
+                io.Float.Input("strength", default=1.0, min=-20.0, max=20.0, step=0.05,
+                               tooltip="Scale of the edit; 0 leaves the model's output unchanged."),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Start of the schedule window where the edit applies."),
-                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="End of the schedule window where the edit applies."),
                 io.Combo.Input("apply_to", options=["positive", "both"], default="positive",
                                tooltip="positive: only the conditioned CFG branch; both: also the negative."),
                 io.String.Input("site", default="", tooltip="Override the SSAE's site, e.g. joint_blocks.7.img "
                                                             "(empty: the site it was trained at)."),
+                io.String.Input("context", default="", optional=True,
+                                tooltip="The prompt being edited, or its concepts ('blond, hat, ...'): the edit is then "
+                                        "exact for it. Empty: averaged over prompts that hold the removed concepts."),
             ],
             outputs=[io.Model.Output()],
         )
 
     @classmethod
     def execute(cls, model, concepts: SSAEConcepts, strength: float, start_percent: float, end_percent: float,
-                apply_to: str, site: str = "") -> io.NodeOutput:
+                apply_to: str, site: str = "", context: str = "") -> io.NodeOutput:
         ssae = concepts.ssae
         with node_errors():
             target = parse_site(site.strip() or ssae.site)
             depth, hidden = mmdit_geometry(model)
             check_block_site(target, depth, hidden, feature_width(ssae))
-            delta = ssae.unflatten(concepts.choice.delta(ssae))
+            delta = ssae.unflatten(concepts.choice.delta(ssae, context))
             m, _ = block_hook_for(model, target, edit=delta, strength=strength,
                                   sigma_window=sigma_window(model, start_percent, end_percent), apply_to=apply_to)
         return io.NodeOutput(m)

@@ -52,10 +52,13 @@ class ConceptChoice:
     def to_json(self) -> str:
         return json.dumps({"mode": self.mode, "add": self.add, "remove": self.remove})
 
-    def delta(self, ssae: SSAE) -> torch.Tensor:
-        """[F] edit vector in the SSAE's raw feature space (compose at a block: the effect of adding)."""
+    def delta(self, ssae: SSAE, context: str = "") -> torch.Tensor:
+        """[F] edit vector in the SSAE's raw feature space (compose at a block: the effect of adding). `context`,
+        the prompt being edited or its concepts ('blond, hat, ...'), makes it exact for that prompt; empty, it
+        is the mean over contexts that hold the removed concepts."""
         c = self.resolved(ssae.vocabulary)
-        return ssae.delta(add=c.add, remove=c.remove)
+        concepts = ssae.vocabulary.parse_labels(context) if context.strip() else None
+        return ssae.delta(add=c.add, remove=c.remove, context=concepts)
 
     def features(self, ssae: SSAE) -> torch.Tensor:
         """[F] decoded features of the mix (compose mode): removed concepts enter with negative weight."""

@@ -291,3 +291,13 @@ def test_top_k_preprocessing_returns_the_full_size_with_training_means(data, tmp
     tensors = load_file(str(tmp_path / "k.safetensors"))
     assert tensors["pre.index"].dtype == torch.int64 and tensors["pre.index"].shape == (10,)
     assert tensors["pre.fill"].shape == (48,) and tensors["model.W"].shape[1] == 10
+
+
+def test_a_concept_choice_edits_exactly_for_the_prompt_it_is_given(mlp):
+    """The `context` of the apply nodes: the prompt being edited, or its concepts, gives the exact edit."""
+    from ssae.concepts import ConceptChoice
+    choice = ConceptChoice.parse({"add": {"brunette": 1}, "remove": {"blond": 1}})
+    exact = mlp.delta(["brunette"], ["blond"], context=CTX)
+    assert torch.equal(choice.delta(mlp, VOCAB.prompt(CTX)), exact)
+    assert torch.equal(choice.delta(mlp, "blond, market, hat, left"), exact)
+    assert torch.equal(choice.delta(mlp, " "), mlp.delta(["brunette"], ["blond"]))
