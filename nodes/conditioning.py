@@ -39,13 +39,13 @@ class SSAEApplyConditioning(io.ComfyNode):
                 raise SSAEError(f"this SSAE was trained at {ssae.site}, not the conditioning: "
                                 "use SSAE Patch Model for block sites")
             if choice.mode == "compose":
-                tokens, pooled = split_conditioning(ssae, choice.features(ssae))
+                tokens, pooled = split_conditioning(choice.features(ssae), ssae.feature_shape)
                 batch = conditioning[0][0].shape[0] if conditioning else 1
                 extra = {"pooled_output": pooled[None].expand(batch, -1).clone()} if pooled is not None else {}
                 return io.NodeOutput([[tokens[None].expand(batch, -1, -1).clone(), extra]])
             if conditioning is None:
                 raise SSAEError("edit mode needs the prompt's conditioning: connect it, or switch the concepts to compose")
-            tokens_d, pooled_d = split_conditioning(ssae, choice.delta(ssae, context))
+            tokens_d, pooled_d = split_conditioning(choice.delta(ssae, context), ssae.feature_shape)
             out = []
             for cond, extra in conditioning:
                 c, p = edit_conditioning(cond, extra.get("pooled_output"), tokens_d, layout_of_shape(ssae.feature_shape),

@@ -13,16 +13,6 @@ from ssae.paths import inside
 from .common import CATEGORY, SSAEType, node_errors
 
 
-def describe(ssae: SSAE) -> str:
-    """What a user should see about a loaded SSAE: site, shape, vocabulary, held-out metrics."""
-    lines = [f"site: {ssae.site}   feature: {ssae.feature_shape}",
-             f"decoder: {ssae.model.cfg.decoder}, {ssae.vocabulary.n_concepts} concepts"]
-    lines += [f"{cat}: {', '.join(cs)}" for cat, cs in ssae.vocabulary.categories.items()]
-    for split, m in (ssae.info.get("metrics") or {}).items():
-        lines.append(f"{split}: explained variance {m['explained_variance']:.3f}, cosine {m['cosine']:.3f}")
-    return "\n".join(lines)
-
-
 class SSAELoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -41,7 +31,7 @@ class SSAELoader(io.ComfyNode):
             if path is None:
                 raise ValueError(f"SSAE: no file {ssae_name!r} in models/ssae")
             ssae = SSAE.load(path)
-        return io.NodeOutput(ssae, ui=ui.PreviewText(describe(ssae)))
+        return io.NodeOutput(ssae, ui=ui.PreviewText(ssae.describe()))
 
 
 class SSAESave(io.ComfyNode):

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ssae.steer import check_block_site, feature_width, parse_site
+from ssae.shapes import channel_width
+from ssae.steer import check_block_site, parse_site
 
 from .common import CATEGORY, ConceptsType, block_hook_for, mmdit_geometry, node_errors, sigma_window
 from .concepts import SSAEConcepts
@@ -43,7 +44,7 @@ class SSAEPatchModel(io.ComfyNode):
         with node_errors():
             target = parse_site(site.strip() or ssae.site)
             depth, hidden = mmdit_geometry(model)
-            check_block_site(target, depth, hidden, feature_width(ssae))
+            check_block_site(target, depth, hidden, channel_width(ssae.feature_shape))
             delta = ssae.unflatten(concepts.choice.delta(ssae, context))
             m, _ = block_hook_for(model, target, edit=delta, strength=strength,
                                   sigma_window=sigma_window(model, start_percent, end_percent), apply_to=apply_to)

@@ -6,7 +6,22 @@ from .store import FeatureSet, append_features, count_samples, load_features, sa
 from .train import PRESETS, Recipe, TrainConfig, train
 from .vocab import Vocabulary, split_heldout_pairs
 
-__version__ = "0.1.0"
+
+
+def _version() -> str:
+    """The version pyproject.toml states: from the installed metadata, or read off the file in a checkout that
+    ComfyUI loads as a custom node without installing it."""
+    from importlib import metadata
+    try:
+        return metadata.version("comfyui-ssae")
+    except metadata.PackageNotFoundError:
+        import re
+        from pathlib import Path
+        text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8")
+        return re.search(r'^version = "([^"]+)"', text, re.M).group(1)
+
+
+__version__ = _version()
 __all__ = ["SSAE", "FeatureSet", "Vocabulary", "Recipe", "TrainConfig", "PreprocessConfig", "PRESETS", "train",
            "load_features", "save_features", "append_features", "count_samples", "split_heldout_pairs", "SSAEError",
-           "VocabularyError", "FeatureFileError", "ModelFileError", "ShapeMismatchError"]
+           "VocabularyError", "FeatureFileError", "ModelFileError", "ShapeMismatchError", "PathError"]

@@ -13,8 +13,8 @@ import torch
 
 from .errors import FeatureFileError
 from .promptset import LabelledPrompt
-from .steer import CaptureBuffer
 from .shapes import FeatureShape
+from .steer import CaptureBuffer
 from .vocab import Vocabulary
 
 ALL_TOKENS = -1

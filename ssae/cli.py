@@ -51,21 +51,10 @@ def cmd_eval(a: argparse.Namespace) -> int:
 def cmd_inspect(a: argparse.Namespace) -> int:
     from .ssae_file import SSAE
     s = SSAE.load(a.model)
-    doc = {"site": s.site, "feature_shape": s.feature_shape, "n_features": s.n_features,
-           "vocabulary": s.vocabulary.categories, "model": s.model.cfg.to_dict(), "preprocess": s.pre.config_dict(),
-           "metrics": s.info.get("metrics"), "best_epoch": s.info.get("best_epoch"),
-           "base_model": s.info.get("base_model")}
     if a.json:
-        print(json.dumps(doc))
-        return 0
-    print(f"SSAE {a.model}\n  site: {s.site}  feature shape: {s.feature_shape} ({s.n_features} values)")
-    cfg = s.model.cfg
-    print(f"  decoder: {cfg.decoder} (code {cfg.code}, d={cfg.d}, hidden={cfg.hidden}); "
-          f"preprocess: {s.pre.config_dict()}")
-    for cat, cs in s.vocabulary.categories.items():
-        print(f"  {cat}: {', '.join(cs)}")
-    for split, m in (s.info.get("metrics") or {}).items():
-        print("  " + _fmt_metrics(m, split))
+        print(json.dumps(s.summary()))
+    else:
+        print(f"SSAE {a.model}\n" + "\n".join("  " + line for line in s.describe().splitlines()))
     return 0
 
 
@@ -84,8 +73,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def cmd_import_diffusers(a: argparse.Namespace) -> int:
-    from .layout import relayout_features
-    from .store import count_samples, load_features
+    from .store import count_samples, load_features, relayout_features
     out = relayout_features(load_features(a.features), a.out, a.t5_rows)
     print(f"wrote {out} ({count_samples(out)} samples, 77 CLIP + {a.t5_rows} T5 rows)")
     return 0

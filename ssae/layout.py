@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from .errors import FeatureFileError, ShapeMismatchError
+from .errors import ShapeMismatchError
 from .shapes import FeatureShape, n_features_of
-from .store import FeatureSet, append_features
 
 log = logging.getLogger(__name__)
 CLIP_CHANNELS = 2048
@@ -142,24 +140,3 @@ def relayout(x: torch.Tensor, parts: dict[str, list[int]], target: TokenLayout) 
         out = torch.cat([out, x[:, n_tok:]], 1)
     return out, conditioning_shape(target, width, pooled[0] if pooled else None)
 
-
-def relayout_features(data: FeatureSet, out: str | Path, t5_rows: int = 77) -> Path:
-    """Write conditioning features stored in another layout (diffusers' 77 CLIP + 256 T5 rows, the paper's) as a
-    new feature-set folder in ComfyUI's: the same CLIP rows and `t5_rows` T5 rows (77 for SD3 with T5 in
-    ComfyUI, 0 for CLIP alone), one shard per shard read, labels, splits and prompts kept."""
-    out = Path(out)
-    if out.exists():
-        raise FeatureFileError(f"{out} exists: give a new folder for the converted feature set")
-    parts = parts_of(data.feature_shape)
-    if parts is None:
-        raise FeatureFileError(f"feature shape {data.feature_shape} is no SD3 conditioning of a known layout: give "
-                               "named parts {'clip': [77, 4096], 't5': [256, 4096], 'pooled_output': [2048]} or "
-                               "333, 154 or 77 rows of 4096 values (flat or not), with or without 2048 pooled")
-    target = TokenLayout(layout_of_shape(parts).clip, t5_rows)
-    for sel, x in data.row_blocks():
-        y, shape = relayout(x, parts, target)
-        rows = sel.tolist()
-        append_features(out, y, data.vocabulary, [data.labels[i] for i in rows],
-                        [data.split[i] for i in rows] if data.split else None,
-                        [data.prompts[i] for i in rows] if data.prompts else None, "conditioning", shape)
-    return out

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import operator
 
+import torch
+
 FeatureShape = list[int] | dict[str, list[int]]
 _MAX_DIM = 1 << 62
 
@@ -24,3 +26,22 @@ def n_features_of(shape: FeatureShape) -> int:
                 raise TypeError(f"shape {part} has more than 2**62 values")
         total += size
     return total
+
+
+def unflatten(flat: torch.Tensor, shape: FeatureShape) -> torch.Tensor | dict[str, torch.Tensor]:
+    """[..., F] -> [..., *shape], or a dict of named parts for a multi-part shape (e.g. the conditioning)."""
+    lead = flat.shape[:-1]
+    if not isinstance(shape, dict):
+        return flat.reshape(*lead, *shape)
+    out, start = {}, 0
+    for name, part in shape.items():
+        n = n_features_of(part)
+        out[name] = flat[..., start:start + n].reshape(*lead, *part)
+        start += n
+    return out
+
+
+def channel_width(shape: FeatureShape) -> int:
+    """Channels of a token-level or pooled feature: the last dimension of its (first) part."""
+    main = next(iter(shape.values())) if isinstance(shape, dict) else shape
+    return int(main[-1])

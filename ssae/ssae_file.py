@@ -17,11 +17,10 @@ from .errors import ModelFileError, ShapeMismatchError, SSAEError, VocabularyErr
 from .model import ModelConfig, SupervisedSAE
 from .preprocess import PreprocessConfig, Preprocessor
 from .safefile import atomic_save, json_meta, load_tensors, read_header
-from .shapes import FeatureShape, n_features_of
+from .shapes import FeatureShape, n_features_of, unflatten
 from .vocab import Vocabulary
 
 MODEL_FORMAT = "ssae/1"
-MAX_CONCEPTS = 100_000
 ConceptWeights = Mapping[str, float]
 
 
@@ -118,15 +117,26 @@ class SSAE:
 
     def unflatten(self, flat: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         """[..., F] -> [..., *shape], or a dict of named parts for a multi-part feature (e.g. conditioning)."""
-        lead = flat.shape[:-1]
-        if not isinstance(self.feature_shape, dict):
-            return flat.reshape(*lead, *self.feature_shape)
-        out, start = {}, 0
-        for name, shape in self.feature_shape.items():
-            n = n_features_of(shape)
-            out[name] = flat[..., start:start + n].reshape(*lead, *shape)
-            start += n
-        return out
+        return unflatten(flat, self.feature_shape)
+
+    # -- what it is ----------------------------------------------------------------------------
+    def summary(self) -> dict:
+        """What a user should know about this SSAE: site and shape, decoder, vocabulary, training and metrics."""
+        return {"site": self.site, "feature_shape": self.feature_shape, "n_features": self.n_features,
+                "vocabulary": self.vocabulary.categories, "model": self.model.cfg.to_dict(),
+                "preprocess": self.pre.config_dict(), "metrics": self.info.get("metrics"),
+                "best_epoch": self.info.get("best_epoch"), "base_model": self.info.get("base_model")}
+
+    def describe(self) -> str:
+        """`summary` as text lines: what the loader node shows and `ssae inspect` prints."""
+        cfg = self.model.cfg
+        lines = [f"site: {self.site}  feature shape: {self.feature_shape} ({self.n_features} values)",
+                 f"decoder: {cfg.decoder} (code {cfg.code}, d={cfg.d}, hidden={cfg.hidden}); "
+                 f"preprocess: {self.pre.config_dict()}"]
+        lines += [f"{cat}: {', '.join(cs)}" for cat, cs in self.vocabulary.categories.items()]
+        lines += [f"{split}: explained variance {m['explained_variance']:.4f}, cosine {m['cosine']:.4f}"
+                  for split, m in (self.info.get("metrics") or {}).items()]
+        return "\n".join(lines)
 
     # -- files ---------------------------------------------------------------------------------
     def metadata(self) -> dict[str, str]:
@@ -166,9 +176,7 @@ def read_metadata(meta: dict[str, str], what: str):
         raise ModelFileError(f"{what} is not an SSAE file of format {MODEL_FORMAT!r} (found {fmt!r}): "
                              "choose a file written by ssae, or upgrade ssae if it is newer")
     try:
-        vocab = Vocabulary(json_meta(meta, "ssae.vocabulary", what, ModelFileError))
-        if vocab.n_concepts > MAX_CONCEPTS:
-            raise ModelFileError(f"{what} claims {vocab.n_concepts} concepts; at most {MAX_CONCEPTS} are accepted")
+        vocab = Vocabulary.from_stored(json_meta(meta, "ssae.vocabulary", what, ModelFileError))
         cfg = ModelConfig.from_dict(json_meta(meta, "ssae.model", what, ModelFileError))
         pre_cfg = PreprocessConfig(**json_meta(meta, "ssae.preprocess", what, ModelFileError))
         shape = json_meta(meta, "ssae.feature_shape", what, ModelFileError)

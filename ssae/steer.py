@@ -15,7 +15,7 @@ import torch
 
 from .errors import ShapeMismatchError, SSAEError
 from .layout import POOLED, TokenLayout, detect_layout, remap_rows
-from .ssae_file import SSAE
+from .shapes import FeatureShape, unflatten
 
 Stream = Literal["txt", "img"]
 ApplyTo = Literal["positive", "both"]
@@ -62,13 +62,6 @@ def check_block_site(site: Site, depth: int, hidden: int, feature_width: int) ->
 
 
 # -- deltas ---------------------------------------------------------------------------------------
-
-def feature_width(ssae: SSAE) -> int:
-    """Channel width of a token-level or pooled feature: the last dim of its (main) shape."""
-    shape = ssae.feature_shape
-    main = next(iter(shape.values())) if isinstance(shape, dict) else shape
-    return int(main[-1])
-
 
 def align_tokens(delta: torch.Tensor, length: int) -> torch.Tensor:
     """[L', C] -> [length, C]: truncate, or pad with zeros (extra tokens are left unchanged)."""
@@ -118,9 +111,9 @@ def in_window(sigma: float, sigma_start: float, sigma_end: float) -> bool:
 
 # -- conditioning -------------------------------------------------------------------------------
 
-def split_conditioning(ssae: SSAE, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A flat conditioning-site vector -> (token rows [L, C] in the SSAE's own layout, pooled [P] or None)."""
-    parts = ssae.unflatten(flat)
+def split_conditioning(flat: torch.Tensor, shape: FeatureShape) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A flat conditioning-site vector of `shape` -> (token rows [L, C] in that layout, pooled [P] or None)."""
+    parts = unflatten(flat, shape)
     if not isinstance(parts, dict):
         return parts.reshape(-1, parts.shape[-1]) if parts.ndim > 1 else parts[None], None
     rows = [v.reshape(-1, v.shape[-1]) for k, v in parts.items() if k != POOLED]  # clip then t5 (or 'cond')

@@ -17,15 +17,23 @@ from pathlib import Path
 import torch
 
 from .errors import FeatureFileError, VocabularyError
-from .safefile import MAX_HEADER_BYTES, atomic_save, atomic_write_text, json_meta, load_tensors, loads_json, read_header, tensor_slices
+from .layout import TokenLayout, layout_of_shape, parts_of, relayout
+from .safefile import (
+    MAX_HEADER_BYTES,
+    atomic_save,
+    atomic_write_text,
+    json_meta,
+    load_tensors,
+    loads_json,
+    read_header,
+    tensor_slices,
+)
 from .shapes import FeatureShape, n_features_of
 from .vocab import Vocabulary
 
 FEATURES_FORMAT = "ssae-features/1"
 MANIFEST = "manifest.json"
 SPLITS = ("train", "test")
-MAX_CONCEPTS = 100_000
-"""A stored vocabulary of more concepts than this is refused (as for SSAE files)."""
 MAX_FRAGMENT_LABELS = 10_000
 """Stored labels may name concepts by unique fragments; more distinct fragments than this are refused
 (each costs a scan of the whole vocabulary)."""
@@ -209,6 +217,28 @@ def load_features(path: str | Path) -> FeatureSet:
         site=first.site, feature_shape=first.feature_shape, n_features=first.n_features)
 
 
+def relayout_features(data: FeatureSet, out: str | Path, t5_rows: int = 77) -> Path:
+    """Write conditioning features stored in another layout (diffusers' 77 CLIP + 256 T5 rows, the paper's) as a
+    new feature-set folder in ComfyUI's: the same CLIP rows and `t5_rows` T5 rows (77 for SD3 with T5 in
+    ComfyUI, 0 for CLIP alone), one shard per shard read, labels, splits and prompts kept."""
+    out = Path(out)
+    if out.exists():
+        raise FeatureFileError(f"{out} exists: give a new folder for the converted feature set")
+    parts = parts_of(data.feature_shape)
+    if parts is None:
+        raise FeatureFileError(f"feature shape {data.feature_shape} is no SD3 conditioning of a known layout: give "
+                               "named parts {'clip': [77, 4096], 't5': [256, 4096], 'pooled_output': [2048]} or "
+                               "333, 154 or 77 rows of 4096 values (flat or not), with or without 2048 pooled")
+    target = TokenLayout(layout_of_shape(parts).clip, t5_rows)
+    for sel, x in data.row_blocks():
+        y, shape = relayout(x, parts, target)
+        rows = sel.tolist()
+        append_features(out, y, data.vocabulary, [data.labels[i] for i in rows],
+                        [data.split[i] for i in rows] if data.split else None,
+                        [data.prompts[i] for i in rows] if data.prompts else None, "conditioning", shape)
+    return out
+
+
 def count_samples(folder: str | Path) -> int:
     """Samples in a feature-set folder, read off its manifest alone: `len(load_features(folder))` without
     opening every shard, which a capture queue would otherwise pay on each save (O(n) each, O(n²) in all)."""
@@ -267,12 +297,8 @@ def _open_shard(path: Path) -> FeatureSet:
     if meta.get("ssae.format", FEATURES_FORMAT) != FEATURES_FORMAT:
         raise FeatureFileError(f"{what} has format {meta['ssae.format']!r}; this ssae reads {FEATURES_FORMAT!r}: "
                                "upgrade ssae")
-    categories = json_meta(meta, "ssae.vocabulary", what, FeatureFileError)
-    if isinstance(categories, dict) and sum(len(c) if isinstance(c, list) else 1 for c in categories.values()) \
-            > MAX_CONCEPTS:  # refused before a Vocabulary indexes them all
-        raise FeatureFileError(f"{what}: the vocabulary has more than {MAX_CONCEPTS} concepts")
     try:
-        vocab = Vocabulary(categories)
+        vocab = Vocabulary.from_stored(json_meta(meta, "ssae.vocabulary", what, FeatureFileError))
     except VocabularyError as e:
         raise FeatureFileError(f"{what}: bad vocabulary metadata: {e}") from e
     labels = json_meta(meta, "ssae.labels", what, FeatureFileError)

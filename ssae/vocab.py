@@ -18,6 +18,8 @@ import torch
 from .errors import VocabularyError
 
 Combination = tuple[str, ...]
+MAX_CONCEPTS = 100_000
+"""A vocabulary of more concepts than this is refused when read from a file (before it is indexed)."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,14 @@ class Vocabulary:
         if not isinstance(data, dict):
             raise VocabularyError("vocabulary must be a JSON object category -> [concepts]")
         return cls({str(k): v for k, v in data.items()})
+
+    @classmethod
+    def from_stored(cls, categories) -> Vocabulary:
+        """A vocabulary from a file's metadata, whose size is checked before any concept is indexed."""
+        if isinstance(categories, dict) and \
+                sum(len(c) if isinstance(c, list) else 1 for c in categories.values()) > MAX_CONCEPTS:
+            raise VocabularyError(f"the vocabulary has more than {MAX_CONCEPTS} concepts")
+        return cls(categories)
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:

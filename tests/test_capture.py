@@ -79,7 +79,7 @@ def test_an_ssae_edit_lands_on_the_clip_and_t5_rows_of_conditioning_in_another_l
     cond, pooled = conditioning(combos[0], 3, 5, concept_rows)
     chunk = torch.nn.functional.pad(torch.randn(1, 3, 2048, generator=g), (0, WIDE - 2048))
     long = torch.cat([cond[:, :3], chunk, cond[:, 3:5]], 1)
-    tokens_d, pooled_d = split_conditioning(model, model.delta(add=["brunette"], remove=["blond"]))
+    tokens_d, pooled_d = split_conditioning(model.delta(add=["brunette"], remove=["blond"]), model.feature_shape)
     edited, new_pooled = edit_conditioning(long, pooled, tokens_d, layout_of_shape(model.feature_shape), pooled_d, 1.0)
     want, want_pooled = conditioning(["A brunette girl", *combos[0][1:]], 3, 5, concept_rows)
 

@@ -94,3 +94,10 @@ def test_module_entry_point_help():
     bad = subprocess.run([sys.executable, "-m", "ssae", "inspect", "/nonexistent/m.safetensors"], capture_output=True,
                          text=True, env=env, cwd=ROOT, timeout=120)
     assert bad.returncode == 2 and "ssae: error: cannot read /nonexistent/m.safetensors" in bad.stderr
+
+
+def test_the_version_is_the_one_pyproject_states():
+    import re
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert ssae.__version__ == re.search(r'^version = "([^"]+)"', text, re.M).group(1)
