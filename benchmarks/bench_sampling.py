@@ -187,8 +187,10 @@ def capture_storage(hidden: int = 1536, tokens: int = 154, sizes: tuple[int, ...
         x = torch.randn(1, math.prod(shape))
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / "set"
-            save = lambda: append_features(folder, x, vocab, [combo], ["train"], [vocab.prompt(combo)],
-                                           f"joint_blocks.12.{stream}", shape)
+
+            def save():
+                append_features(folder, x, vocab, [combo], ["train"], [vocab.prompt(combo)],
+                                f"joint_blocks.12.{stream}", shape)
             have = 0
             for n in sizes:
                 while have < n:

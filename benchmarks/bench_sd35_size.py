@@ -97,7 +97,8 @@ def main() -> None:
         C.warm_file_cache(C.first_rows(load_features(folder), n).shards)
         print(f"N={n}: training the default preset on {n} x {C.SD35_F:,} ({a.device}) ...", flush=True)
         r = C.run_worker(SCRIPT, {"path": str(folder), "n": n, "device": a.device, "epochs": a.epochs,
-                                  "profile": a.profile, "stream": a.stream}, timeout=a.timeout, rss_limit_mb=a.rss_limit_gb * 1024)
+                                  "profile": a.profile, "stream": a.stream},
+                         timeout=a.timeout, rss_limit_mb=a.rss_limit_gb * 1024)
         r.setdefault("n", n)
         runs.append(r)
         if "error" in r:

@@ -46,7 +46,7 @@ class SSAECaptureFeatures(io.ComfyNode):
             description="Return a copy of the model that records a joint block's output while it samples; "
                         "connect FEATURES to SSAE Save Features after the sampler.",
             inputs=[
-                io.Model.Input("model"),
+                io.Model.Input("model", tooltip="The SD3 / SD3.5 model to record; it is not changed."),
                 io.String.Input("site", default="joint_blocks.7.img",
                                 tooltip="joint_blocks.<i>.img (pooled over image tokens) or joint_blocks.<i>.txt"),
                 io.String.Input("labels", multiline=True, default="",

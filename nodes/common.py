@@ -21,7 +21,8 @@ FEATURES_DIR = "ssae_features"
 def register_model_folder() -> None:
     """models/ssae, also reachable as the `ssae` key of extra_model_paths.yaml."""
     if "ssae" not in folder_paths.folder_names_and_paths:
-        folder_paths.folder_names_and_paths["ssae"] = ([os.path.join(folder_paths.models_dir, "ssae")], {".safetensors"})
+        folder = os.path.join(folder_paths.models_dir, "ssae")
+        folder_paths.folder_names_and_paths["ssae"] = ([folder], {".safetensors"})
     os.makedirs(folder_paths.get_folder_paths("ssae")[0], exist_ok=True)
 
 
@@ -34,7 +35,8 @@ def feature_sets() -> list[str]:
     root = features_root()
     if not os.path.isdir(root):
         return []
-    return sorted(d for d in os.listdir(root) if not d.startswith(".") and os.path.isfile(os.path.join(root, d, MANIFEST)))
+    return sorted(d for d in os.listdir(root)
+                  if not d.startswith(".") and os.path.isfile(os.path.join(root, d, MANIFEST)))
 
 
 @contextmanager

@@ -26,7 +26,7 @@ class SSAEConceptVector(io.ComfyNode):
             node_id="SSAEConceptVector", display_name="SSAE Concepts", category=CATEGORY,
             description="Choose concepts to add and remove (edit) or to mix (compose), with weights.",
             inputs=[
-                SSAEType.Input("ssae"),
+                SSAEType.Input("ssae", tooltip="The SSAE whose concepts to choose from (Load SSAE)."),
                 io.Combo.Input("mode", options=["edit", "compose"], default="edit",
                                tooltip="edit: swap concepts of the prompt; compose: decode a mix from concepts alone."),
                 io.String.Input("concepts", multiline=True, default='{"add": {}, "remove": {}}',

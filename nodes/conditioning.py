@@ -19,20 +19,22 @@ class SSAEApplyConditioning(io.ComfyNode):
             description="Edit a prompt's conditioning by swapping concepts, or compose a conditioning from "
                         "concepts alone (an unseen mix no prompt names). SSAE trained at the 'conditioning' site.",
             inputs=[
-                ConceptsType.Input("concepts"),
+                ConceptsType.Input("concepts", tooltip="What to add and remove, or mix (SSAE Concepts)."),
                 io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.05,
                                tooltip="Scale of the edit (edit mode); 0 leaves the conditioning unchanged."),
                 io.Conditioning.Input("conditioning", optional=True,
                                       tooltip="The prompt's conditioning (edit mode). Compose mode needs none."),
                 io.String.Input("context", default="", optional=True,
-                                tooltip="The prompt being edited, or its concepts ('blond, hat, ...'): the edit is then "
-                                        "exact for it. Empty: averaged over prompts that hold the removed concepts."),
+                                tooltip="The prompt being edited, or its concepts ('blond, hat, ...'): the edit is "
+                                        "then exact for it. Empty: averaged over prompts that hold the removed "
+                                        "concepts."),
             ],
             outputs=[io.Conditioning.Output()],
         )
 
     @classmethod
-    def execute(cls, concepts: SSAEConcepts, strength: float, conditioning=None, context: str = "") -> io.NodeOutput:
+    def execute(cls, concepts: SSAEConcepts, strength: float, conditioning=None,
+                context: str = "") -> io.NodeOutput:
         ssae, choice = concepts.ssae, concepts.choice
         with node_errors():
             if ssae.site != "conditioning":
@@ -44,12 +46,13 @@ class SSAEApplyConditioning(io.ComfyNode):
                 extra = {"pooled_output": pooled[None].expand(batch, -1).clone()} if pooled is not None else {}
                 return io.NodeOutput([[tokens[None].expand(batch, -1, -1).clone(), extra]])
             if conditioning is None:
-                raise SSAEError("edit mode needs the prompt's conditioning: connect it, or switch the concepts to compose")
+                raise SSAEError("edit mode needs the prompt's conditioning: connect it, or switch the concepts "
+                                "to compose")
             tokens_d, pooled_d = split_conditioning(choice.delta(ssae, context), ssae.feature_shape)
+            layout = layout_of_shape(ssae.feature_shape)
             out = []
             for cond, extra in conditioning:
-                c, p = edit_conditioning(cond, extra.get("pooled_output"), tokens_d, layout_of_shape(ssae.feature_shape),
-                                         pooled_d, strength)
+                c, p = edit_conditioning(cond, extra.get("pooled_output"), tokens_d, layout, pooled_d, strength)
                 extra = dict(extra)
                 if p is not None:
                     extra["pooled_output"] = p

@@ -40,8 +40,9 @@ class SSAESave(io.ComfyNode):
         return io.Schema(
             node_id="SSAESave", display_name="Save SSAE", category=CATEGORY, is_output_node=True,
             description="Write an SSAE into models/ssae so that Load SSAE lists it.",
-            inputs=[SSAEType.Input("ssae"),
-                    io.String.Input("filename", default="my_ssae", tooltip="Name inside models/ssae (.safetensors added).")],
+            inputs=[SSAEType.Input("ssae", tooltip="The SSAE to write, e.g. from SSAE Train."),
+                    io.String.Input("filename", default="my_ssae",
+                                    tooltip="Name inside models/ssae (.safetensors added).")],
             outputs=[],
         )
 
@@ -51,4 +52,5 @@ class SSAESave(io.ComfyNode):
             name = filename if filename.endswith(".safetensors") else filename + ".safetensors"
             path = inside(folder_paths.get_folder_paths("ssae")[0], name)
             ssae.save(path)
-        return io.NodeOutput(ui=ui.PreviewText(f"saved {os.path.basename(path)}\n{json.dumps(ssae.info.get('metrics'))}"))
+        metrics = json.dumps(ssae.info.get("metrics"))
+        return io.NodeOutput(ui=ui.PreviewText(f"saved {os.path.basename(path)}\n{metrics}"))

@@ -18,8 +18,8 @@ class SSAEPatchModel(io.ComfyNode):
             description="Return a copy of the model whose joint block adds the concept edit to its text or image "
                         "stream during a window of the schedule. The input model is not changed.",
             inputs=[
-                io.Model.Input("model"),
-                ConceptsType.Input("concepts"),
+                io.Model.Input("model", tooltip="The SD3 / SD3.5 model to patch; it is not changed."),
+                ConceptsType.Input("concepts", tooltip="What to add and remove (SSAE Concepts)."),
                 io.Float.Input("strength", default=1.0, min=-20.0, max=20.0, step=0.05,
                                tooltip="Scale of the edit; 0 leaves the model's output unchanged."),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
@@ -31,8 +31,9 @@ class SSAEPatchModel(io.ComfyNode):
                 io.String.Input("site", default="", tooltip="Override the SSAE's site, e.g. joint_blocks.7.img "
                                                             "(empty: the site it was trained at)."),
                 io.String.Input("context", default="", optional=True,
-                                tooltip="The prompt being edited, or its concepts ('blond, hat, ...'): the edit is then "
-                                        "exact for it. Empty: averaged over prompts that hold the removed concepts."),
+                                tooltip="The prompt being edited, or its concepts ('blond, hat, ...'): the edit is "
+                                        "then exact for it. Empty: averaged over prompts that hold the removed "
+                                        "concepts."),
             ],
             outputs=[io.Model.Output()],
         )

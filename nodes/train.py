@@ -27,11 +27,15 @@ class SSAETrain(io.ComfyNode):
                         "queueing it again resumes from the checkpoint.",
             inputs=[
                 io.Combo.Input("features", options=feature_sets(), tooltip="A feature set saved by SSAE Save Features."),
-                io.Combo.Input("preset", options=sorted(PRESETS), default="default"),
-                io.Int.Input("epochs", default=300, min=0, max=100000),
+                io.Combo.Input("preset", options=sorted(PRESETS), default="default",
+                               tooltip="default: MLP decoder over the concept code; additive: the closed form; "
+                                       "paper*: the reference code's three variants."),
+                io.Int.Input("epochs", default=300, min=0, max=100000,
+                             tooltip="At most this many epochs (training stops early when validation stops improving)."),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=False,
                              tooltip="Seed of the initial code and the validation rows; a re-queue with the same seed resumes."),
-                io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto"),
+                io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto",
+                               tooltip="auto: the GPU when there is one."),
             ],
             outputs=[SSAEType.Output(display_name="SSAE"), io.Image.Output(display_name="loss curve")],
         )

@@ -144,7 +144,8 @@ def to_ui(spec: dict, info: dict) -> dict:
         col = d(key)
         y = rows.get(col, 60)
         n_outputs = len(schema["output"])
-        size = [420, 640] if cls == "SSAEConceptVector" else [340, 40 + 22 * max(len(socket_inputs), n_outputs) + height]
+        rows_height = 40 + 22 * max(len(socket_inputs), n_outputs) + height
+        size = [420, 640] if cls == "SSAEConceptVector" else [340, rows_height]  # room for the concept widget
         rows[col] = y + size[1] + 60
         nodes.append({
             "id": ids[key], "type": cls, "pos": [60 + 460 * col, y], "size": size,

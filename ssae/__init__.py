@@ -7,7 +7,6 @@ from .train import PRESETS, Recipe, TrainConfig, train
 from .vocab import Vocabulary, split_heldout_pairs
 
 
-
 def _version() -> str:
     """The version pyproject.toml states: from the installed metadata, or read off the file in a checkout that
     ComfyUI loads as a custom node without installing it."""

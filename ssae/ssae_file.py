@@ -111,7 +111,8 @@ class SSAE:
         flat = features.reshape(-1, self.n_features) if features.numel() % self.n_features == 0 else None
         if flat is None:
             raise ShapeMismatchError(f"features of shape {list(features.shape)} do not hold whole samples of "
-                                     f"{self.n_features} values: this SSAE was trained on {self.site} {self.feature_shape}")
+                                     f"{self.n_features} values: this SSAE was trained on {self.site} "
+                                     f"{self.feature_shape}")
         d = self.delta(add, remove, context).to(features.device, features.dtype)
         return (flat + strength * d).reshape(features.shape)
 
@@ -159,13 +160,14 @@ class SSAE:
         expected = expected_tensors(cfg, pre_cfg, n_features_of(shape))
         got = {k: list(v.shape) for k, v in header.items()}
         if got != expected:
-            raise ModelFileError(f"{Path(path).name}: tensors {got} do not match the metadata, which implies {expected}: "
-                                 "the file is damaged or was edited; download it again")
+            raise ModelFileError(f"{Path(path).name}: tensors {got} do not match the metadata, which implies "
+                                 f"{expected}: the file is damaged or was edited; download it again")
         t = load_tensors(path, None, ModelFileError, device)
         _check_index(t.get("pre.index"), n_features_of(shape), Path(path).name)
         model = SupervisedSAE(cfg, random_readout=False)
         model.load_state_dict({k[len("model."):]: v.float() for k, v in t.items() if k.startswith("model.")})
-        pre = Preprocessor.from_tensors({k: v for k, v in t.items() if k.startswith("pre.")}, n_features_of(shape), pre_cfg)
+        pre = Preprocessor.from_tensors({k: v for k, v in t.items() if k.startswith("pre.")}, n_features_of(shape),
+                                        pre_cfg)
         return cls(model.to(device), pre, vocab, site, shape, info)
 
 

@@ -92,7 +92,8 @@ class FeatureSet:
                 yield path, sel, rows[sel] - start
             start += n
 
-    def row_blocks(self, rows: torch.Tensor | None = None, dtype=torch.float32) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def row_blocks(self, rows: torch.Tensor | None = None,
+                   dtype=torch.float32) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(positions in `rows`, features) per shard, in order; features checked to be finite."""
         rows = torch.arange(len(self)) if rows is None else rows
         for path, sel, local in self._shard_rows(rows):
@@ -261,7 +262,8 @@ def _validated_meta(features, vocabulary, labels, split, prompts, site, feature_
     N, F = features.shape
     check_finite(features, what)
     if len(labels) != N:
-        raise FeatureFileError(f"{what}: {len(labels)} label lists for {N} samples: give one list of concepts per sample")
+        raise FeatureFileError(f"{what}: {len(labels)} label lists for {N} samples: give one list of concepts per "
+                               "sample")
     vocabulary.mask(labels)  # unknown concepts raise VocabularyError naming the known ones
     labels = [[vocabulary.resolve(c) for c in row] for row in labels]
     feature_shape = feature_shape if feature_shape is not None else [F]
@@ -280,7 +282,8 @@ def _validated_meta(features, vocabulary, labels, split, prompts, site, feature_
                 raise FeatureFileError(f"{what}: {len(values)} {key} entries for {N} samples")
             meta[f"ssae.{key}"] = json.dumps(list(values))
     if split is not None and not set(split) <= set(SPLITS):
-        raise FeatureFileError(f"{what}: split entries must be 'train' or 'test', got {sorted(set(split) - set(SPLITS))}")
+        raise FeatureFileError(f"{what}: split entries must be 'train' or 'test', got "
+                               f"{sorted(set(split) - set(SPLITS))}")
     return meta
 
 

@@ -38,7 +38,8 @@ class Vocabulary:
                 raise VocabularyError(f"category {cat!r} must be a non-empty list of concept names")
             for c in concepts:
                 if c in seen:
-                    raise VocabularyError(f"concept {c!r} appears in both {seen[c]!r} and {cat!r}: names must be unique")
+                    raise VocabularyError(f"concept {c!r} appears in both {seen[c]!r} and {cat!r}: names must be "
+                                          "unique")
                 seen[c] = cat
         object.__setattr__(self, "_index", {c: i for i, c in enumerate(seen)})
 
@@ -48,7 +49,8 @@ class Vocabulary:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
-            raise VocabularyError(f"vocabulary is not valid JSON ({e}): expected an object category -> [concepts]") from e
+            raise VocabularyError(f"vocabulary is not valid JSON ({e}): expected an object category -> "
+                                  "[concepts]") from e
         if not isinstance(data, dict):
             raise VocabularyError("vocabulary must be a JSON object category -> [concepts]")
         return cls({str(k): v for k, v in data.items()})

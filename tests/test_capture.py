@@ -56,7 +56,8 @@ def test_every_clone_of_a_capturing_model_fills_the_one_buffer():
     """ComfyUI's ModelPatcher.clone() deep-copies model_options: a capture followed by ModelSamplingSD3, a LoRA
     loader or a patch samples a copy of the hook, which must still record into the buffer FEATURES carries."""
     buf = CaptureBuffer()
-    options = {"transformer_options": {"patches_replace": {"dit": {("double_block", 0): BlockHook("img", capture=buf)}}}}
+    patches = {("double_block", 0): BlockHook("img", capture=buf)}
+    options = {"transformer_options": {"patches_replace": {"dit": patches}}}
     clone = copy.deepcopy(copy.deepcopy(options))
     hook = clone["transformer_options"]["patches_replace"]["dit"][("double_block", 0)]
     hook({"img": torch.ones(1, 3, 4), "txt": None}, {"original_block": lambda args: dict(args)})

@@ -57,7 +57,8 @@ def kill(proc: subprocess.Popen) -> list[str]:
     """SIGKILL the child; the lines it printed before dying."""
     os.kill(proc.pid, signal.SIGKILL)
     out, err = proc.communicate(timeout=30)
-    assert proc.returncode == -signal.SIGKILL, f"the child was not killed mid-run (exit {proc.returncode}): {err[-3000:]}"
+    assert proc.returncode == -signal.SIGKILL, \
+        f"the child was not killed mid-run (exit {proc.returncode}): {err[-3000:]}"
     return out.splitlines()
 
 

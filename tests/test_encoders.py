@@ -8,8 +8,10 @@ pytest.importorskip("transformers", reason="needs transformers: pip install tran
 from ssae.encoders import MiniLMEncoder  # noqa: E402
 
 PROMPTS = [
-    "A blond girl, with blue eyes, sitting at a cafe, wearing a red t-shit, and a hat, holding a coffee, looking to the left",
-    "A brunette girl, with brown eyes, on a boat, wearing a black t-shit, and a baseball cap, smoking a cigarette, looking behind her",
+    "A blond girl, with blue eyes, sitting at a cafe, wearing a red t-shit, and a hat, holding a coffee, "
+    "looking to the left",
+    "A brunette girl, with brown eyes, on a boat, wearing a black t-shit, and a baseball cap, smoking a cigarette, "
+    "looking behind her",
     "A blond girl",
 ]
 

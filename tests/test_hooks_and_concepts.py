@@ -16,7 +16,8 @@ def block(args):
 
 def call(hook, img, txt, sigma=0.5, cond_or_uncond=(1, 0)):
     args = {"img": img, "txt": txt, "vec": None,
-            "transformer_options": {"sigmas": torch.tensor([sigma] * img.shape[0]), "cond_or_uncond": list(cond_or_uncond)}}
+            "transformer_options": {"sigmas": torch.tensor([sigma] * img.shape[0]),
+                                    "cond_or_uncond": list(cond_or_uncond)}}
     return hook(args, {"original_block": block})
 
 

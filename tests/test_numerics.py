@@ -34,11 +34,11 @@ def test_half_precision_model_capture_train_and_patch(tmp_path, dtype):
         buf = CaptureBuffer()
         hook = BlockHook("img", capture=buf)
         base = VOCAB.mask([combo]) @ concept_vec
+        expected = torch.zeros(1, 64)
         for step in range(3):
             img = (base[:, None, :] + 0.1 * torch.randn(1, 32, 64, generator=g)).to(dtype)
             run_block(hook, img, sigma=1.0 - step / 3)
-            pooled = (img * 1.5).float().mean(1)  # the block's output, in its dtype, pooled in float32
-            expected = pooled if step == 0 else expected + pooled
+            expected += (img * 1.5).float().mean(1)  # the block's output, in its dtype, pooled in float32
         features = buf.take()
         assert features.dtype == torch.float32
         assert torch.allclose(features, expected / 3, rtol=1e-6, atol=1e-6), \

@@ -3,8 +3,17 @@ import pytest
 import torch
 
 from ssae.errors import ShapeMismatchError, SSAEError
-from ssae.steer import (CaptureBuffer, Site, add_to_stream, align_tokens, cfg_rows, check_block_site,
-                        edit_conditioning, in_window, parse_site)
+from ssae.steer import (
+    CaptureBuffer,
+    Site,
+    add_to_stream,
+    align_tokens,
+    cfg_rows,
+    check_block_site,
+    edit_conditioning,
+    in_window,
+    parse_site,
+)
 
 
 def test_parse_site_forms():

@@ -50,9 +50,10 @@ def compose_graph(model: str, prefix: str, concepts: dict, edit: dict | None = N
                        "inputs": {"concepts": ["swap", 0], "strength": edit["strength"], "conditioning": ["pos", 0]}}
         positive = ["edited", 0]
     if patch is not None:
-        g["block_ssae"] = {"class_type": "SSAELoader", "inputs": {"ssae_name": patch.get("file", "block_img.safetensors")}}
-        g["block_edit"] = {"class_type": "SSAEConceptVector",
-                           "inputs": {"ssae": ["block_ssae", 0], "mode": "edit", "concepts": json.dumps(patch["concepts"])}}
+        g["block_ssae"] = {"class_type": "SSAELoader",
+                           "inputs": {"ssae_name": patch.get("file", "block_img.safetensors")}}
+        g["block_edit"] = {"class_type": "SSAEConceptVector", "inputs": {
+            "ssae": ["block_ssae", 0], "mode": "edit", "concepts": json.dumps(patch["concepts"])}}
         g["patched"] = {"class_type": "SSAEPatchModel",
                         "inputs": {"model": ["model", 0], "concepts": ["block_edit", 0], "strength": patch["strength"],
                                    "start_percent": patch.get("start", 0.0), "end_percent": patch.get("end", 1.0),

@@ -11,10 +11,13 @@ NODE_IDS = ["SSAELoader", "SSAESave", "SSAEConceptVector", "SSAEApplyConditionin
             "SSAEPromptSet", "SSAECaptureConditioning", "SSAECaptureFeatures", "SSAESaveFeatures", "SSAETrain"]
 
 
-def test_every_node_is_registered(comfy):
+def test_every_node_is_registered_and_every_input_explained(comfy):
     info = comfy.get("/object_info")
     assert [n for n in NODE_IDS if n not in info] == []
-    assert all(info[n]["category"] == "SSAE" for n in NODE_IDS)
+    assert all(info[n]["category"] == "SSAE" and info[n]["description"] for n in NODE_IDS)
+    untold = [(n, k) for n in NODE_IDS for kind in ("required", "optional")
+              for k, spec in info[n]["input"].get(kind, {}).items() if not (spec[1:] or [{}])[0].get("tooltip")]
+    assert untold == [], "inputs without a tooltip"
 
 
 def test_concepts_route_reads_metadata_and_refuses_escapes(comfy, ssae_files):
@@ -33,11 +36,10 @@ def test_conditioning_compose_and_edit(comfy, ssae_files, model):
     mix = {"blond": 1.0, "baseball cap": 1.0}
     comfy.run(compose_graph(model, f"cond/{tag}_compose", mix))
     base = comfy.latent(f"cond/{tag}_compose")
-    comfy.run(compose_graph(model, f"cond/{tag}_edit0", mix, edit={"concepts": {"add": {"hat": 1}, "remove": {"cap": 1}},
-                                                                      "strength": 0.0}))
+    swap = {"add": {"hat": 1}, "remove": {"cap": 1}}
+    comfy.run(compose_graph(model, f"cond/{tag}_edit0", mix, edit={"concepts": swap, "strength": 0.0}))
     assert torch.equal(comfy.latent(f"cond/{tag}_edit0"), base), "strength 0 must leave the conditioning as it was"
-    comfy.run(compose_graph(model, f"cond/{tag}_edit1", mix, edit={"concepts": {"add": {"hat": 1}, "remove": {"cap": 1}},
-                                                                      "strength": 1.0}))
+    comfy.run(compose_graph(model, f"cond/{tag}_edit1", mix, edit={"concepts": swap, "strength": 1.0}))
     assert not torch.allclose(comfy.latent(f"cond/{tag}_edit1"), base, atol=1e-4)
     comfy.run(compose_graph(model, f"cond/{tag}_other", {"brunette": 1.0, "hat": 1.0}))
     assert not torch.allclose(comfy.latent(f"cond/{tag}_other"), base, atol=1e-4), "another mix, another image"
@@ -92,8 +94,9 @@ def test_capture_save_train_load_patch_sample(comfy, ssae_files, model):
 
     mix = {"blond": 1.0, "hat": 1.0}
     comfy.run(compose_graph(model, "loop/base", mix))
-    comfy.run(compose_graph(model, "loop/patched", mix, patch={"file": "trained_in_comfy.safetensors", "strength": 5.0,
-                                                               "concepts": {"add": {"brunette": 1}, "remove": {"blond": 1}}}))
+    swap = {"add": {"brunette": 1}, "remove": {"blond": 1}}
+    comfy.run(compose_graph(model, "loop/patched", mix,
+                            patch={"file": "trained_in_comfy.safetensors", "strength": 5.0, "concepts": swap}))
     assert not torch.allclose(comfy.latent("loop/patched"), comfy.latent("loop/base"), atol=1e-4)
 
 

@@ -25,7 +25,8 @@ def mmdit_shapes(depth: int, ctx: int, adm: int, pos: int = 16, x_self_attn: tup
         "y_embedder.mlp.0.weight": (H, adm), "y_embedder.mlp.0.bias": (H,),
         "y_embedder.mlp.2.weight": (H, H), "y_embedder.mlp.2.bias": (H,),
         "context_embedder.weight": (H, ctx), "context_embedder.bias": (H,),
-        "final_layer.linear.weight": (patch * patch * channels, H), "final_layer.linear.bias": (patch * patch * channels,),
+        "final_layer.linear.weight": (patch * patch * channels, H),
+        "final_layer.linear.bias": (patch * patch * channels,),
         "final_layer.adaLN_modulation.1.weight": (2 * H, H), "final_layer.adaLN_modulation.1.bias": (2 * H,),
     }
 
