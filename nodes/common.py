@@ -18,6 +18,13 @@ SampleType = io.Custom("SSAE_SAMPLE")
 FEATURES_DIR = "ssae_features"
 
 
+def context_input() -> io.String.Input:
+    """The optional prompt an edit is made for (SSAEApplyConditioning, SSAEPatchModel)."""
+    return io.String.Input("context", default="", optional=True,
+                           tooltip="The prompt being edited, or its concepts ('blond, hat, ...'): the edit is then "
+                                   "exact for it. Empty: averaged over prompts that hold the removed concepts.")
+
+
 def register_model_folder() -> None:
     """models/ssae, also reachable as the `ssae` key of extra_model_paths.yaml."""
     if "ssae" not in folder_paths.folder_names_and_paths:

@@ -7,7 +7,7 @@ from ssae.errors import SSAEError
 from ssae.layout import layout_of_shape
 from ssae.steer import edit_conditioning, split_conditioning
 
-from .common import CATEGORY, ConceptsType, node_errors
+from .common import CATEGORY, ConceptsType, context_input, node_errors
 from .concepts import SSAEConcepts
 
 
@@ -24,10 +24,7 @@ class SSAEApplyConditioning(io.ComfyNode):
                                tooltip="Scale of the edit (edit mode); 0 leaves the conditioning unchanged."),
                 io.Conditioning.Input("conditioning", optional=True,
                                       tooltip="The prompt's conditioning (edit mode). Compose mode needs none."),
-                io.String.Input("context", default="", optional=True,
-                                tooltip="The prompt being edited, or its concepts ('blond, hat, ...'): the edit is "
-                                        "then exact for it. Empty: averaged over prompts that hold the removed "
-                                        "concepts."),
+                context_input(),
             ],
             outputs=[io.Conditioning.Output()],
         )

@@ -6,7 +6,7 @@ from comfy_api.latest import io
 from ssae.shapes import channel_width
 from ssae.steer import check_block_site, parse_site
 
-from .common import CATEGORY, ConceptsType, block_hook_for, mmdit_geometry, node_errors, sigma_window
+from .common import CATEGORY, ConceptsType, block_hook_for, context_input, mmdit_geometry, node_errors, sigma_window
 from .concepts import SSAEConcepts
 
 
@@ -30,10 +30,7 @@ class SSAEPatchModel(io.ComfyNode):
                                tooltip="positive: only the conditioned CFG branch; both: also the negative."),
                 io.String.Input("site", default="", tooltip="Override the SSAE's site, e.g. joint_blocks.7.img "
                                                             "(empty: the site it was trained at)."),
-                io.String.Input("context", default="", optional=True,
-                                tooltip="The prompt being edited, or its concepts ('blond, hat, ...'): the edit is "
-                                        "then exact for it. Empty: averaged over prompts that hold the removed "
-                                        "concepts."),
+                context_input(),
             ],
             outputs=[io.Model.Output()],
         )

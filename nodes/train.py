@@ -26,14 +26,16 @@ class SSAETrain(io.ComfyNode):
             description="Train an SSAE on a feature set from output/ssae_features. Cancel keeps the loss history; "
                         "queueing it again resumes from the checkpoint.",
             inputs=[
-                io.Combo.Input("features", options=feature_sets(), tooltip="A feature set saved by SSAE Save Features."),
+                io.Combo.Input("features", options=feature_sets(),
+                               tooltip="A feature set saved by SSAE Save Features."),
                 io.Combo.Input("preset", options=sorted(PRESETS), default="default",
                                tooltip="default: MLP decoder over the concept code; additive: the closed form; "
                                        "paper*: the reference code's three variants."),
                 io.Int.Input("epochs", default=300, min=0, max=100000,
-                             tooltip="At most this many epochs (training stops early when validation stops improving)."),
+                             tooltip="At most this many epochs (it stops earlier when validation stops improving)."),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=False,
-                             tooltip="Seed of the initial code and the validation rows; a re-queue with the same seed resumes."),
+                             tooltip="Seed of the initial code and the validation rows; queueing again with the same "
+                                     "seed resumes."),
                 io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto",
                                tooltip="auto: the GPU when there is one."),
             ],
