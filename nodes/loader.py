@@ -1,7 +1,6 @@
 """SSAELoader and SSAESave: SSAE files in the `ssae` model folder."""
 from __future__ import annotations
 
-import json
 import os
 
 import folder_paths
@@ -52,5 +51,7 @@ class SSAESave(io.ComfyNode):
             name = filename if filename.endswith(".safetensors") else filename + ".safetensors"
             path = inside(folder_paths.get_folder_paths("ssae")[0], name)
             ssae.save(path)
-        metrics = json.dumps(ssae.info.get("metrics"))
-        return io.NodeOutput(ui=ui.PreviewText(f"saved {os.path.basename(path)}\n{metrics}"))
+        lines = [f"saved {os.path.basename(path)}"] + [
+            f"{split}: explained variance {m['explained_variance']:.4f}"
+            for split, m in (ssae.info.get("metrics") or {}).items()]
+        return io.NodeOutput(ui=ui.PreviewText("\n".join(lines)))

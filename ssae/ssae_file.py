@@ -130,10 +130,11 @@ class SSAE:
 
     def describe(self) -> str:
         """`summary` as text lines: what the loader node shows and `ssae inspect` prints."""
-        cfg = self.model.cfg
-        lines = [f"site: {self.site}  feature shape: {self.feature_shape} ({self.n_features} values)",
-                 f"decoder: {cfg.decoder} (code {cfg.code}, d={cfg.d}, hidden={cfg.hidden}); "
-                 f"preprocess: {self.pre.config_dict()}"]
+        cfg, pre = self.model.cfg, self.pre.config
+        decoder = f"{cfg.decoder} decoder" + (f" (hidden {cfg.hidden})" if cfg.decoder == "mlp" else "")
+        kept = "all dimensions" if pre.top_k is None else f"top {pre.top_k} dimensions"
+        lines = [f"site: {self.site}  feature shape: {self.feature_shape} ({self.n_features:,} values)",
+                 f"{decoder}, {cfg.code} code, d={cfg.d}; {kept}, {pre.scale} scaling"]
         lines += [f"{cat}: {', '.join(cs)}" for cat, cs in self.vocabulary.categories.items()]
         lines += [f"{split}: explained variance {m['explained_variance']:.4f}, cosine {m['cosine']:.4f}"
                   for split, m in (self.info.get("metrics") or {}).items()]

@@ -45,7 +45,7 @@ def test_train_eval_inspect(tmp_path, capsys):
 
     assert main(["inspect", str(model)]) == 0
     out = capsys.readouterr().out
-    assert "site: test.site" in out and "hair: A blond girl, A brunette girl" in out and "decoder: mlp" in out
+    assert "site: test.site" in out and "hair: A blond girl, A brunette girl" in out and "mlp decoder" in out
     assert main(["inspect", str(model), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["site"] == "test.site" and doc["n_features"] == 48 and doc["model"]["decoder"] == "mlp"

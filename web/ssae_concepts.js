@@ -7,6 +7,7 @@
 // the prompt carry exactly that string. The pure logic lives in ssae_concepts_model.js.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
+import { addStyle, chain, el } from "./ssae_dom.js";
 import {
   WEIGHT_MAX, WEIGHT_MIN, WEIGHT_STEP, categoryCounts, conceptsOf, dropConcept, emptyChoice, formatWeight,
   missingConcepts, normalizeChoice, parseValue, replacementSuggestions, serializeValue, setMode, setState,
@@ -81,28 +82,6 @@ const CSS = `
   white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 `;
 
-function ensureStyle() {
-  if (document.getElementById("ssae-concepts-style")) return;
-  const style = document.createElement("style");
-  style.id = "ssae-concepts-style";
-  style.textContent = CSS;
-  document.head.append(style);
-}
-
-function el(tag, props = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === "class") e.className = v;
-    else if (k === "dataset") Object.assign(e.dataset, v);
-    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
-    else if (k in e && typeof v !== "string") e[k] = v;
-    else e.setAttribute(k, v === true ? "" : v);
-  }
-  for (const c of children.flat()) if (c !== null && c !== undefined && c !== false) e.append(c);
-  return e;
-}
-
 /** Live pickers; a loader's file combo, once seen, tells them all when it changes. */
 const pickers = new Set();
 const hookedWidgets = new WeakSet();
@@ -113,15 +92,6 @@ function hookLoaderWidget(widget) {
   chain(widget, "callback", () => {
     for (const p of pickers) p.later(() => p.check());
   });
-}
-
-function chain(obj, key, fn) {
-  const original = obj[key];
-  obj[key] = function (...args) {
-    const r = original?.apply(this, args);
-    fn.apply(this, args);
-    return r;
-  };
 }
 
 /** The SSAE file the node's `ssae` input comes from: {name} or {message} to show instead. */
@@ -189,7 +159,7 @@ class ConceptPicker {
     this.abort = null;
     this.timers = new Set();
     this.disposed = false;
-    ensureStyle();
+    addStyle("ssae-concepts-style", CSS);
     pickers.add(this);
 
     this.body = el("div", { class: "ssae-body" });

@@ -383,6 +383,37 @@ test("concept widget in a real ComfyUI", { skip: reason ?? false, timeout: 300_0
   });
 });
 
+test("an SSAE node shows what it reports when it runs, and keeps it out of the workflow", { skip: reason ?? false,
+  timeout: 300_000 }, async () => {
+  await page.evaluate(async (good) => {
+    const { app, LiteGraph } = window;
+    app.graph.clear();
+    const loader = LiteGraph.createNode("SSAELoader");
+    loader.pos = [40, 60];
+    app.graph.add(loader);
+    loader.widgets.find((w) => w.name === "ssae_name").value = good;
+    const save = LiteGraph.createNode("SSAESave");
+    save.pos = [420, 60];
+    app.graph.add(save);
+    save.widgets.find((w) => w.name === "filename").value = "report_copy";
+    loader.connect(0, save, 0);
+    await app.queuePrompt(0, 1);
+  }, GOOD);
+  const report = page.locator(".ssae-report");
+  await page.waitForFunction(() => document.querySelectorAll(".ssae-report").length === 2, null, { timeout: 120_000 });
+  const texts = await report.allInnerTexts();
+  assert.ok(texts.some((t) => /site: conditioning/.test(t) && /hair: A blond girl, A brunette girl/.test(t)), texts.join("\n"));
+  assert.ok(texts.some((t) => /saved report_copy\.safetensors/.test(t)), texts.join("\n"));
+  await page.screenshot({ path: path.join(ARTIFACTS, "report.png") });
+  const saved = await page.evaluate(async () => {
+    const { app } = window;
+    const loader = app.graph._nodes.find((n) => n.type === "SSAELoader");
+    return { values: loader.serialize().widgets_values, prompt: (await app.graphToPrompt()).output };
+  });
+  assert.deepEqual(saved.values, [GOOD], "the report is not a widget value of the workflow");
+  assert.ok(Object.values(saved.prompt).every((n) => !("ssae_report" in n.inputs)), "nor an input of the prompt");
+});
+
 test("example workflows load as written", { skip: reason ?? false, timeout: 300_000 }, async () => {
   // Each example workflow, loaded by the front end, turned into the prompt that Run would send; the pytest
   // wrapper compares these with the graphs scripts/build_example_workflows.py declares.
