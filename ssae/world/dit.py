@@ -30,15 +30,15 @@ Progress = Callable[[int, int, float], None]
 class DiTRecipe:
     """The MMDiT's shape and its rectified-flow training."""
 
-    depth: int = 3
+    depth: int = 2
     """Joint blocks; ComfyUI requires hidden = 64 * depth (and depth heads of 64)."""
     dual_attention_layers: tuple[int, ...] = (0,)
     """Blocks with SD3.5 Medium's extra image self-attention (MMDiT-X); () for the SD3 layout."""
     qk_norm: bool = True
     """RMS-normalise queries and keys, as SD3.5 does."""
-    steps: int = 3000
+    steps: int = 2500
     batch: int = 64
-    lr: float = 1e-3
+    lr: float = 2e-3
     ema: float = 0.998
     """Decay of the weight average that is saved (0: save the last weights)."""
     cond_dropout: float = 0.1
