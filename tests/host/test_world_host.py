@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load, load_file
 
 from ssae.world.comfy_client import ComfyClient
 from ssae.world.pipeline import LocalWorld
 from ssae.world.probe import latent_parity, sample_cases, score, seen_cases
+from ssae.world.taesd import thumbnail_latent
 from ssae.world.text import TextEncoder, comfy_conditioning
 
 ENCODE = Path(__file__).with_name("comfy_clip_encode.py")
@@ -58,3 +59,29 @@ def test_world_samples_through_comfyui_as_the_package_samples_it(comfy, world):
     decoded = local.decode(torch.cat([r["latent"] for r in results]))
     assert np.abs(decoded.astype(int) - np.stack([r["image"] for r in results]).astype(int)).max() <= 1
     assert score([r["image"] for r in results], cases)["n"] == 3
+
+
+def test_vae_encode_is_the_thumbnail_encoder(comfy, world):
+    """ComfyUI's VAEEncode with the taesd3 choice computes the world's latent: a red square composited on grey by
+    ComfyUI's own image nodes, encoded and decoded there, and its latent equal to thumbnail_latent here."""
+    red, grey = 0xE61F1A, 0x808080
+    g = {
+        "bg": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": grey}},
+        "fg": {"class_type": "EmptyImage", "inputs": {"width": 20, "height": 20, "batch_size": 1, "color": red}},
+        "img": {"class_type": "ImageCompositeMasked",
+                "inputs": {"destination": ["bg", 0], "source": ["fg", 0], "x": 8, "y": 36, "resize_source": False}},
+        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": "taesd3"}},
+        "enc": {"class_type": "VAEEncode", "inputs": {"pixels": ["img", 0], "vae": ["vae", 0]}},
+        "save_latent": {"class_type": "SaveLatent", "inputs": {"samples": ["enc", 0], "filename_prefix": "world_vae"}},
+        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["enc", 0], "vae": ["vae", 0]}},
+        "save": {"class_type": "SaveImage", "inputs": {"images": ["dec", 0], "filename_prefix": "world_vae"}},
+    }
+    client = ComfyClient(comfy.url)
+    entry = client.run(g)
+    latent = (load(client.file(entry["outputs"]["save_latent"]["latents"][0]))["latent_tensor"] - 0.0609) * 1.5305
+    image = torch.full((1, 3, 64, 64), 128 / 255)
+    image[:, :, 36:56, 8:28] = torch.tensor([0xE6, 0x1F, 0x1A]).view(1, 3, 1, 1) / 255
+    expected = thumbnail_latent(image, torch.tensor(world.thumbnail_mean), torch.tensor(world.thumbnail_std))
+    torch.testing.assert_close(latent, expected, atol=1e-4, rtol=0)
+    (decoded,) = client.images(entry, node="save")
+    assert decoded.shape == (64, 64, 3)
