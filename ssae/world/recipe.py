@@ -26,7 +26,7 @@ class SamplingDefaults:
     """How the world is sampled in ComfyUI (KSampler settings); recorded in world.json for clients."""
 
     steps: int = 20
-    cfg: float = 3.0
+    cfg: float = 1.5
     sampler: str = "euler"
     scheduler: str = "simple"
 
