@@ -160,7 +160,9 @@ def build(root: str | Path, recipe: WorldRecipe = WorldRecipe(), progress: bool 
     world = make_world(recipe.heldout_pairs, recipe.world_seed)
     paths = {k: root / "models" / v for k, v in FILES.items()}
     seconds: dict[str, float] = {}
-    meta = lambda part: {HASH_KEY: hashes[part], "ssae.world.recipe": json.dumps(recipe.to_dict())}  # noqa: E731
+
+    def meta(part: str) -> dict[str, str]:
+        return {HASH_KEY: hashes[part], "ssae.world.recipe": json.dumps(recipe.to_dict())}
 
     t = time.perf_counter()
     if _file_hash(paths["text_encoder"]) != hashes["text"]:
