@@ -16,6 +16,9 @@ from ssae.world.dit import DiTRecipe, comfy_state_dict, make_transformer, train_
 from ssae.world.pipeline import LocalWorld, load_transformer
 from ssae.world.recipe import QUICK, WorldRecipe
 
+for module in ("diffusers", "transformers", "instant_clip_tokenizer"):  # the world's models are imported lazily
+    pytest.importorskip(module, reason="building the world needs its extra: pip install -e '.[world]'")
+
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):

@@ -25,6 +25,8 @@ from ssae.world.text import (
     tokenize,
 )
 
+WORLD_EXTRA = "the world's text encoder: pip install -e '.[world]'"
+
 
 @pytest.fixture(scope="module")
 def clip_sd():
@@ -33,10 +35,13 @@ def clip_sd():
 
 @pytest.fixture(scope="module")
 def encoder(clip_sd):
+    pytest.importorskip("transformers", reason=WORLD_EXTRA)
+    pytest.importorskip("instant_clip_tokenizer", reason=WORLD_EXTRA)
     return TextEncoder(clip_sd)
 
 
 def test_tokens_are_comfyuis():
+    pytest.importorskip("instant_clip_tokenizer", reason=WORLD_EXTRA)
     # ids of ComfyUI's own CLIP tokenizer for this prompt (checked against ComfyUI 0.3.64)
     ids = tokenize("a red circle on a blue background, top left")
     assert ids[:12] == [49406, 320, 736, 7117, 525, 320, 1746, 5994, 267, 1253, 1823, 49407]
@@ -79,6 +84,7 @@ def test_encoding_is_comfyuis_recipe(encoder):
 
 
 def test_encoder_refuses_other_models():
+    pytest.importorskip("transformers", reason=WORLD_EXTRA)
     with pytest.raises(SSAEError, match="not a CLIP-L"):
         TextEncoder({"text_model.embeddings.token_embedding.weight": torch.zeros(49408, 768)})
 
