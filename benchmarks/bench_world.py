@@ -8,7 +8,7 @@
 2. With --url and --world (a server started on that built world): seconds per image of the world's text-to-image
    graph through ComfyUI (CLIPTextEncode, KSampler, VAEDecode, SaveImage, read back over /view), all queued at
    once, after one warm-up image that loads the models.
-Results go to results/bench_world.json.
+Results go to results/bench_world-<recipe>-t<threads>.json and results/bench_world-sampling.json.
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def main() -> None:
         payload["sampling"] = sampling(a.url, a.world, a.images)
         print(f"ComfyUI text-to-image: {payload['sampling']['seconds_per_image']:.2f} s per image "
               f"({a.images} images, {payload['sampling']['sampling']})")
-    name = "bench_world" if not a.url else "bench_world-sampling"
+    name = f"bench_world-{a.recipe}-t{a.threads.replace(',', '-')}" if not a.url else "bench_world-sampling"
     print("wrote", C.save_json(name, payload))
 
 
