@@ -125,3 +125,10 @@ def test_grid_and_table():
     g = image_grid(imgs, 2, [True, False, None], scale=1)
     assert g.shape == (2 * 68, 2 * 68, 3) and tuple(g[0, 0]) == (40, 170, 60) and tuple(g[0, 68]) == (210, 40, 40)
     assert markdown_table(["a", "b"], [[1, 0.5]]) == "| a | b |\n|---|---|\n| 1 | 0.500 |"
+
+
+def test_run_all_keeps_the_order(server):
+    client = ComfyClient(server)
+    graphs = [text_to_image_graph(NAMES, f"p{i}", i, SamplingDefaults()) for i in range(3)]
+    entries = client.run_all(graphs, timeout=10)
+    assert len(entries) == 3 and all(e["status"]["status_str"] == "success" for e in entries)

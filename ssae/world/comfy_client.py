@@ -86,6 +86,15 @@ class ComfyClient:
         """Queue a graph and wait for it: its /history entry."""
         return self.wait(self.queue(graph), timeout)
 
+    def run_all(self, graphs: list[dict], progress: str | None = None, timeout: float = 600.0) -> list[dict]:
+        """Queue every graph at once (the server works through them in order), then wait for each: their
+        /history entries in order. `progress` names a tqdm bar."""
+        ids = [self.queue(g) for g in graphs]
+        if progress:
+            from tqdm.auto import tqdm
+            ids = tqdm(ids, desc=progress, unit="prompt", dynamic_ncols=True)
+        return [self.wait(pid, timeout) for pid in ids]
+
     def wait_until_up(self, timeout: float = 180.0) -> None:
         """Block until the server answers /system_stats."""
         end = time.monotonic() + timeout

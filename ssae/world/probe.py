@@ -50,28 +50,18 @@ def heldout_cases(world: World, per_combination: int = 1, seed: int = 0) -> list
 
 def sample_cases(client: ComfyClient, built: BuiltWorld, cases: list[Case], prefix: str,
                  progress: bool = False, save_latent: bool = False) -> list[dict]:
-    """Queue every case, then collect each one's image (and latent): [{"image", "latent"?}] in case order."""
-    names = built.comfy_names
-    ids = [client.queue(text_to_image_graph(names, built.world.prompt(c.combo), c.seed, built.recipe.sampling,
-                                            f"{prefix}/{i:04d}", save_latent=save_latent))
-           for i, c in enumerate(cases)]
-    if progress:
-        from tqdm.auto import tqdm
-        ids = tqdm(ids, desc=prefix, unit="image", dynamic_ncols=True)
-    results = []
-    for pid in ids:
-        entry = client.wait(pid)
-        out = {"image": client.images(entry, node="save")[0]}
-        if save_latent:
-            out["latent"] = _latent(client, entry)
-        results.append(out)
-    return results
+    """Each case's text-to-image graph through ComfyUI: [{"image", "latent"?}] in case order."""
+    graphs = [text_to_image_graph(built.comfy_names, built.world.prompt(c.combo), c.seed, built.recipe.sampling,
+                                  f"{prefix}/{i:04d}", save_latent=save_latent) for i, c in enumerate(cases)]
+    entries = client.run_all(graphs, prefix if progress else None)
+    return [{"image": client.images(e, node="save")[0]} | ({"latent": comfy_latent(client, e)} if save_latent else {})
+            for e in entries]
 
 
-def _latent(client: ComfyClient, entry: dict):
-    """The SaveLatent file of a finished prompt, as the model-space latent [1, 16, 8, 8]."""
+def comfy_latent(client: ComfyClient, entry: dict, node: str = "save_latent"):
+    """The file a finished prompt's SaveLatent `node` wrote, as the model-space latent [1, 16, 8, 8]."""
     from safetensors.torch import load
-    comfy_space = load(client.file(entry["outputs"]["save_latent"]["latents"][0]))["latent_tensor"]
+    comfy_space = load(client.file(entry["outputs"][node]["latents"][0]))["latent_tensor"]
     return (comfy_space - 0.0609) * 1.5305  # SD3's latent format: ComfyUI stores x / 1.5305 + 0.0609
 
 

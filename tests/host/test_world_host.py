@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load, load_file
+from safetensors.torch import load_file
 
 from ssae.world.comfy_client import ComfyClient
 from ssae.world.pipeline import LocalWorld
-from ssae.world.probe import latent_parity, sample_cases, score, seen_cases
+from ssae.world.probe import comfy_latent, latent_parity, sample_cases, score, seen_cases
 from ssae.world.taesd import thumbnail_latent
 from ssae.world.text import TextEncoder, comfy_conditioning
 
@@ -78,7 +78,7 @@ def test_vae_encode_is_the_thumbnail_encoder(comfy, world):
     }
     client = ComfyClient(comfy.url)
     entry = client.run(g)
-    latent = (load(client.file(entry["outputs"]["save_latent"]["latents"][0]))["latent_tensor"] - 0.0609) * 1.5305
+    latent = comfy_latent(client, entry)
     image = torch.full((1, 3, 64, 64), 128 / 255)
     image[:, :, 36:56, 8:28] = torch.tensor([0xE6, 0x1F, 0x1A]).view(1, 3, 1, 1) / 255
     expected = thumbnail_latent(image, torch.tensor(world.thumbnail_mean), torch.tensor(world.thumbnail_std))
