@@ -95,6 +95,7 @@ def training_images(world: World, recipe: WorldRecipe) -> tuple[np.ndarray, list
 
 
 def _file_hash(path: Path) -> str | None:
+    """The build hash a file carries; None when it is missing or damaged (and so gets rebuilt)."""
     if not path.is_file():
         return None
     try:
@@ -132,11 +133,9 @@ def _conditioning(root: Path, text_path: Path, text_hash: str, prompts: list[str
     """The prompts' CLIP-L encodings (hidden [P, 77, 768], pooled [P, 768]), cached per text encoder."""
     cache = root / CONDITIONING_CACHE
     key = json.dumps({"text": text_hash, "prompts": prompts})
-    if cache.is_file():
-        _, meta = read_header(cache, WorldError)
-        if meta.get(HASH_KEY) == key:
-            t = load_tensors(cache, error=WorldError)
-            return t["hidden"], t["pooled"]
+    if _file_hash(cache) == key:
+        t = load_tensors(cache, error=WorldError)
+        return t["hidden"], t["pooled"]
     log.info("encoding %d prompts with the world's CLIP-L", len(prompts))
     encoder = TextEncoder.load(text_path)
     hidden, pooled = [], []
