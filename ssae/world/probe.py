@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from .figures import image_grid, markdown_table, save_png
 from .graphs import text_to_image_graph
 from .measure import read_image
 from .scene import VOCABULARY, World
+from .taesd import SD3_SCALE, SD3_SHIFT
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def comfy_latent(client: ComfyClient, entry: dict, node: str = "save_latent"):
     """The file a finished prompt's SaveLatent `node` wrote, as the model-space latent [1, 16, 8, 8]."""
     from safetensors.torch import load
     comfy_space = load(client.file(entry["outputs"][node]["latents"][0]))["latent_tensor"]
-    return (comfy_space - 0.0609) * 1.5305  # SD3's latent format: ComfyUI stores x / 1.5305 + 0.0609
+    return (comfy_space - SD3_SHIFT) * SD3_SCALE
 
 
 def score(images: list[np.ndarray], cases: list[Case]) -> dict:
@@ -111,7 +112,7 @@ def probe(client: ComfyClient, built: BuiltWorld, out: str | Path | None = None,
         "heldout_cases": direct["n"], "heldout_pairs": pair_scores(held_img, held, built.world.heldout_pairs),
         "latent_parity_max_abs": latent_parity(built, seen[:parity], [r["latent"] for r in par_res]) if parity
         else None,
-        "seconds_per_image": per_image, "sampling": built.recipe.sampling.__dict__, "seed": seed,
+        "seconds_per_image": per_image, "sampling": asdict(built.recipe.sampling), "seed": seed,
         "world": built.hashes["world"],
     }
     save_png(image_grid(seen_img, 20, base["correct"]), out / "probe_seen.png")

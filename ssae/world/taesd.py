@@ -22,6 +22,8 @@ import torch
 from torch import nn
 
 LATENT_CHANNELS = 16
+SD3_SCALE, SD3_SHIFT = 1.5305, 0.0609
+"""SD3's latent format: ComfyUI's VAE outputs and SaveLatent files hold x / SD3_SCALE + SD3_SHIFT of the model's x."""
 THUMBNAIL_CHANNELS = 12
 """Latent channels that hold the thumbnail (3 colours x 2 x 2 positions); the rest are zero."""
 DOWNSCALE = 8
