@@ -3,10 +3,12 @@
 Run when COMFYUI_PATH names a ComfyUI checkout (COMFYUI_PYTHON: its interpreter, default this one;
 COMFYUI_STUBS: an extra PYTHONPATH for the host, e.g. stand-ins for packages it imports but no SD3 path uses).
 Skipped with that reason otherwise. The models are tiny random ones that the tests build (tiny_models.py), and
-fixture_nodes/ adds a test-only node to the host; nothing outside the repository is used.
+fixture_nodes/ adds a test-only node to the host; nothing outside the repository is used. The host also serves
+a quick-built concept world (`ssae.world`) for the world tests.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -46,8 +48,9 @@ def pytest_collection_modifyitems(config, items):
 class Comfy:
     """A running ComfyUI: POST /prompt, wait for /history, read outputs."""
 
-    def __init__(self, url: str, base: Path, proc: subprocess.Popen, log: Path):
+    def __init__(self, url: str, base: Path, proc: subprocess.Popen, log: Path, world=None):
         self.url, self.base, self.proc, self.log = url, base, proc, log
+        self.world = world  # the quick-built ssae.world.BuiltWorld it serves, or None without the world extra
 
     def get(self, route: str):
         with urllib.request.urlopen(self.url + route, timeout=30) as r:
@@ -112,6 +115,15 @@ class Comfy:
         return load_file(str(files[-1]))["latent_tensor"]
 
 
+def _quick_world(base: Path):
+    """A quick-built concept world under base/world (None when the `world` extra is not installed)."""
+    if not all(importlib.util.find_spec(m) for m in ("diffusers", "transformers", "instant_clip_tokenizer")):
+        return None
+    from ssae.world.build import build
+    from ssae.world.recipe import QUICK
+    return build(base / "world", QUICK, progress=False)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -140,6 +152,10 @@ def comfy(tmp_path_factory):
     yaml.write_text(f"ssae_test:\n  base_path: {base}\n  custom_nodes: custom_nodes\n"
                     "  diffusion_models: models/diffusion_models\n  text_encoders: models/text_encoders\n"
                     "  ssae: models/ssae\n")
+    world = _quick_world(base)
+    if world is not None:
+        with open(yaml, "a") as f:
+            f.write((world.root / "extra_model_paths.yaml").read_text())
     port = _free_port()
     env = dict(os.environ)
     if os.environ.get("COMFYUI_STUBS"):
@@ -149,7 +165,7 @@ def comfy(tmp_path_factory):
                              "--extra-model-paths-config", str(yaml), "--output-directory", str(base / "output"),
                              "--disable-auto-launch"],
                             cwd=path, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    c = Comfy(f"http://127.0.0.1:{port}", base, proc, log)
+    c = Comfy(f"http://127.0.0.1:{port}", base, proc, log, world)
     end = time.time() + 180
     while True:
         try:

@@ -1,0 +1,87 @@
+"""Reading a scene's concepts back from pixels, deterministically and robust to imperfect samples.
+
+Background: the median colour of the image border, nearest background palette entry. Object: how far each
+pixel lies from the background towards the object's colour (the median of the pixels farthest from the
+background), as a soft coverage in [0, 1]; its colour is the nearest object palette entry, its position the quadrant
+of its centroid, and its shape the template (centred on the centroid, scaled to the same area) that
+overlaps it most (soft intersection over union).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .render import SHAPE_AREA, coverage
+from .scene import BACKGROUND_RGB, OBJECT_RGB, VOCABULARY
+
+MIN_CONTRAST = 0.25
+"""An image whose pixels all lie closer than this to the background colour (RGB distance in [0, 1] units)
+has no object."""
+MIN_AREA = 12
+"""An object smaller than this many pixels (at 64 x 64) is not read."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What an image shows: a concept per category (None where no object could be read) and the evidence."""
+
+    concepts: dict[str, str | None]
+    area: float = 0.0
+    centroid: tuple[float, float] = (0.0, 0.0)
+    shape_iou: dict[str, float] = field(default_factory=dict)
+
+    def matches(self, combo) -> dict[str, bool]:
+        """Per category: does the image show the concept of `combo` (one concept per category, in order)?"""
+        return {cat: self.concepts[cat] == c for cat, c in zip(VOCABULARY, combo)}
+
+
+def as_float_image(image) -> np.ndarray:
+    """An RGB image [H, W, 3] (uint8, or float in [0, 1]; numpy or torch; ComfyUI's [1, H, W, 3]) as float64."""
+    arr = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 3 or arr.shape[-1] != 3:
+        raise ValueError(f"expected an RGB image [H, W, 3], got shape {list(arr.shape)}")
+    return arr.astype(np.float64) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float64)
+
+
+def _nearest(rgb: np.ndarray, palette: dict[str, tuple[float, float, float]]) -> str:
+    names = list(palette)
+    dist = np.linalg.norm(np.asarray([palette[n] for n in names]) - rgb, axis=1)
+    return names[int(dist.argmin())]
+
+
+def read_image(image) -> Reading:
+    """The concepts an image shows, with the area, centroid and template overlaps they were read from."""
+    img = as_float_image(image)
+    h, w, _ = img.shape
+    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+    bg = np.median(border, axis=0)
+    concepts: dict[str, str | None] = dict.fromkeys(VOCABULARY)
+    concepts["background"] = _nearest(bg, BACKGROUND_RGB)
+    dist = np.linalg.norm(img - bg, axis=-1)
+    if dist.max() < MIN_CONTRAST:
+        return Reading(concepts)
+    obj = np.median(img[dist >= 0.6 * dist.max()], axis=0)
+    axis = obj - bg
+    alpha = np.clip((img - bg) @ axis / (axis @ axis), 0.0, 1.0)  # share of each pixel the object covers
+    alpha[alpha < 0.25] = 0.0  # faint haze around an imperfect sample is not object
+    area = float(alpha.sum())
+    if area < MIN_AREA * h * w / 64 ** 2:
+        return Reading(concepts, area)
+    cx = float((alpha.sum(0) * (np.arange(w) + 0.5)).sum() / area)
+    cy = float((alpha.sum(1) * (np.arange(h) + 0.5)).sum() / area)
+    concepts["colour"] = _nearest(obj, OBJECT_RGB)
+    concepts["position"] = f"{'top' if cy < h / 2 else 'bottom'} {'left' if cx < w / 2 else 'right'}"
+    iou = {}
+    for shape, unit_area in SHAPE_AREA.items():
+        template = coverage(shape, cx, cy, float(np.sqrt(area / unit_area)), h)
+        iou[shape] = float(np.minimum(template, alpha).sum() / np.maximum(template, alpha).sum())
+    concepts["shape"] = max(iou, key=iou.get)
+    return Reading(concepts, area, (cx, cy), iou)
+
+
+def measure(image) -> dict[str, str | None]:
+    """Category -> the concept an image shows (None where no object could be read)."""
+    return read_image(image).concepts

@@ -1,0 +1,98 @@
+"""The world's build recipe, its presets, and the hashes that name what each part of a build depends on.
+
+Each artefact is cached under the hash of everything it depends on: the text encoder on its seed; the
+autoencoder on the world (held-out pairs, scenes) and its own recipe; the diffusion model on all of it.
+A rebuild with the same recipe is a no-op, and a change rebuilds only what depends on it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+
+from .autoencoder import AutoencoderRecipe
+from .dit import DiTRecipe
+from .taesd import StackShape
+
+log = logging.getLogger(__name__)
+
+CODE_VERSION = 1
+"""Bumped whenever the code changes what a recipe builds, so that old caches are rebuilt."""
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """How the world is sampled in ComfyUI (KSampler settings); recorded in world.json for clients."""
+
+    steps: int = 20
+    cfg: float = 1.5
+    sampler: str = "euler"
+    scheduler: str = "simple"
+
+
+@dataclass(frozen=True)
+class WorldRecipe:
+    """Everything a build depends on."""
+
+    heldout_pairs: int = 4
+    """Concept pairs (of different categories) that no training image shows together."""
+    world_seed: int = 0
+    """Chooses the held-out pairs and the training scenes' jitter."""
+    text_seed: int = 0
+    """The random CLIP-L's weights."""
+    images: int = 8192
+    """Training scenes rendered (cycling through the training combinations)."""
+    max_combinations: int = 0
+    """Use only this many training combinations (0: all), for quick test builds."""
+    autoencoder: AutoencoderRecipe = field(default_factory=AutoencoderRecipe)
+    dit: DiTRecipe = field(default_factory=DiTRecipe)
+    sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> WorldRecipe:
+        """A recipe from `to_dict`'s output; unknown keys are ignored with a warning."""
+        return _from_dict(cls, data)
+
+    def hashes(self) -> dict[str, str]:
+        """Cache keys: `text`, `autoencoder`, `dit` (each over all it depends on) and `world` (the whole build)."""
+        world = {k: getattr(self, k) for k in ("heldout_pairs", "world_seed", "images", "max_combinations")}
+        text = _digest({"text_seed": self.text_seed})
+        autoencoder = _digest({"world": world, "autoencoder": asdict(self.autoencoder)})
+        dit = _digest({"world": world, "text": text, "autoencoder": autoencoder, "dit": asdict(self.dit)})
+        return {"text": text, "autoencoder": autoencoder, "dit": dit,
+                "world": _digest({"dit": dit, "sampling": asdict(self.sampling)})}
+
+
+QUICK = WorldRecipe(images=64, max_combinations=8,
+                    autoencoder=AutoencoderRecipe(decoder=StackShape(8, (1, 0, 0, 0), False), steps=3, batch=4),
+                    dit=DiTRecipe(depth=2, steps=3, batch=4), sampling=SamplingDefaults(steps=4, cfg=2.0))
+"""A tiny world for tests: loadable files of the real layout in a few seconds, quality irrelevant."""
+PRESETS = {"default": WorldRecipe(), "quick": QUICK}
+
+
+def _digest(obj) -> str:
+    text = json.dumps({"code": CODE_VERSION, "recipe": obj}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _from_dict(cls, data: dict):
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        log.warning("ignoring unknown %s fields %s", cls.__name__, unknown)
+    kwargs = {}
+    for name, value in data.items():
+        if name not in known:
+            continue
+        default = getattr(cls(), name)
+        if is_dataclass(default):
+            kwargs[name] = _from_dict(type(default), value)
+        elif isinstance(default, tuple):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return replace(cls(), **kwargs)
