@@ -1,9 +1,10 @@
 """Supervised sparse auto-encoders (decoder-only, concept-labelled) for Stable Diffusion 3.5 features."""
 from .errors import FeatureFileError, ModelFileError, ShapeMismatchError, SSAEError, VocabularyError
 from .preprocess import PreprocessConfig
+from .presets import PRESETS, Recipe, TrainConfig
 from .ssae_file import SSAE
 from .store import FeatureSet, append_features, count_samples, load_features, save_features
-from .train import PRESETS, Recipe, TrainConfig, train
+from .train import train
 from .vocab import Vocabulary, split_heldout_pairs
 
 __version__ = "0.1.0"
