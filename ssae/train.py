@@ -65,6 +65,31 @@ def member_seed(seed: int, member: int) -> int:
     return seed if member == 0 else seed * 1_000_003 + member
 
 
+@dataclass
+class Staged:
+    """The training rows as the objectives use them: preprocessor, this rank's preprocessed columns Y (held
+    or streamed), concept masks, sample ids, and the fit and validation positions."""
+
+    pre: Preprocessor
+    Y: torch.Tensor | StreamedRows
+    mask: torch.Tensor
+    ids: torch.Tensor
+    fit: torch.Tensor
+    val: torch.Tensor
+
+
+def stage(data: FeatureSet, rows: torch.Tensor, recipe: Recipe, dev: torch.device, rank: int = 0,
+          world: int = 1) -> Staged:
+    cfg = recipe.train
+    fit, val = holdout(rows.numel(), cfg.val_fraction, cfg.seed)
+    if streams(cfg.stream, cfg.solver, recipe.preprocess, rows.numel() * data.n_features // world, dev):
+        pre = Preprocessor.fit(FeatureStats.from_chunks(x for _, x in data.row_blocks(rows)), recipe.preprocess)
+        Y = StreamedRows(data, rows, pre, rank_columns(pre.n_kept, rank, world), dev)
+    else:
+        pre, Y = preprocessed_rows(data, rows, recipe.preprocess, dev, rank, world)
+    return Staged(pre, Y, data.mask(rows).to(dev), torch.arange(rows.numel(), device=dev), fit.to(dev), val.to(dev))
+
+
 def train(data: FeatureSet, recipe: Recipe = Recipe(), split: str = "train", progress: Progress | None = None,
           checkpoint: str | Path | None = None) -> TrainResult:
     """Fit an SSAE on one split of a feature set. With `checkpoint`, an interrupted run resumes from it."""
@@ -76,63 +101,29 @@ def train(data: FeatureSet, recipe: Recipe = Recipe(), split: str = "train", pro
         dev = torch.device("cuda", torch.cuda.current_device())
     torch.manual_seed(cfg.seed)
     rows = data.indices(split)
-    fit, val = holdout(rows.numel(), cfg.val_fraction, cfg.seed)
-    if streams(cfg.stream, cfg.solver, recipe.preprocess, rows.numel() * data.n_features // world, dev):
-        pre = Preprocessor.fit(FeatureStats.from_chunks(x for _, x in data.row_blocks(rows)), recipe.preprocess)
-        Y = StreamedRows(data, rows, pre, rank_columns(pre.n_kept, rank, world), dev)
-    else:
-        pre, Y = preprocessed_rows(data, rows, recipe.preprocess, dev, rank, world)
-    mask = data.mask(rows).to(dev)
-    counts = _concept_counts(data.vocabulary, mask)
-    ids = torch.arange(rows.numel(), device=dev)
-    fit, val = fit.to(dev), val.to(dev)
-    model_cfg = recipe.model_config(data.vocabulary.n_concepts, pre.n_kept, rows.numel())
-    local_cfg = replace(model_cfg, n_features=Y.shape[1])  # this rank's feature columns
+    s = stage(data, rows, recipe, dev, rank, world)
+    counts = _concept_counts(data.vocabulary, s.mask)
+    model_cfg = recipe.model_config(data.vocabulary.n_concepts, s.pre.n_kept, rows.numel())
+    local_cfg = replace(model_cfg, n_features=s.Y.shape[1])  # this rank's feature columns
     solved = cfg.solver == "gram" or cfg.warm_start  # the readout is solved, so its random draw is skipped
-
-    fixed_code = model_cfg.code == "concept" and not cfg.train_code
 
     def new_member(e: int) -> SupervisedSAE:
         gen = torch.Generator().manual_seed(member_seed(cfg.seed, e))
         m = SupervisedSAE(local_cfg, gen, random_readout=not solved).to(dev)
-        if fixed_code:  # every slot 1 (leaky_relu(1) = relu(1) = 1): the code is the concept weights
-            m.embed.requires_grad_(False).fill_(1.0)
+        if model_cfg.code == "concept" and not cfg.train_code:  # every slot 1: the code is the concept weights
+            m.embed.requires_grad_(False).fill_(1.0)  # (leaky_relu(1) = relu(1) = 1)
         return m
-
-    def trainable(m: SupervisedSAE, solved_readout: bool) -> list[str]:
-        return [n for n, p in m.named_parameters() if p.requires_grad and not (solved_readout and n in ("W", "b"))]
 
     trainer = Trainer(cfg, progress if rank == 0 else None, checkpoint, _fingerprint(data, rows, recipe, world),
                       writer=rank == 0)
-    chosen_ridge = None
-    if cfg.solver == "gram":
-        probe = new_member(0)
-        trained = trainable(probe, True)  # the readout is solved
-        objective = None
-        if cfg.epochs and trained:  # with no epochs (the additive preset) only the readout solve is needed
-            objective = GramObjective(GramFactor(Y, pre.n_kept, fit, val, cfg.energy), mask, ids, cfg.ridge)
-        members = trainer.run(objective, new_member, trained, cfg.members if objective else 1,
-                              first=probe) if objective else [probe]
-        # the readout is refitted on every training row that has a trained code: all of them, or the fit rows
-        # of a 'sample' model (the validation rows' own codes are never trained)
-        solve_rows = fit if model_cfg.code == "sample" else ids
-        if cfg.ridge_grid and val.numel() and len(members) == 1 and model_cfg.code == "concept":
-            model = members[0]
-            chosen_ridge = solve_readout_picking_ridge(model, Y, pre.n_kept, mask, ids, fit, val, cfg.ridge_grid)
-        else:
-            model = merge_members(members)
-            solve_readout(members, model, Y, mask, ids, solve_rows, cfg.ridge)
-    else:
-        model = new_member(0)
-        if cfg.warm_start:
-            solve_readout([model], model, Y, mask, ids, fit, cfg.ridge)
-        objective = MSEObjective(Y, mask, ids, fit, val, cfg.batch_size, cfg.amp)
-        model = trainer.run(objective, new_member, trainable(model, False), 1, first=model)[0]
-    model.finalize_sample_codes(mask[fit], ids[fit])
+    fit_model = _fit_gram if cfg.solver == "gram" else _fit_adam
+    model, chosen_ridge = fit_model(s, cfg, trainer, new_member)
+    model.finalize_sample_codes(s.mask[s.fit], s.ids[s.fit])
     if world > 1:  # every rank holds a slice of the readout's columns: make the model whole
-        full = SupervisedSAE(replace(model.cfg, n_features=pre.n_kept), random_readout=False).to(dev)
+        n = s.pre.n_kept
+        full = SupervisedSAE(replace(model.cfg, n_features=n), random_readout=False).to(dev)
         state = model.state_dict()
-        state["W"], state["b"] = gather_columns(state["W"], pre.n_kept), gather_columns(state["b"], pre.n_kept)
+        state["W"], state["b"] = gather_columns(state["W"], n), gather_columns(state["b"], n)
         full.load_state_dict(state)
         model = full
     history = trainer.history
@@ -144,8 +135,42 @@ def train(data: FeatureSet, recipe: Recipe = Recipe(), split: str = "train", pro
     info = {"training": training, "history": history, "best_epoch": best_epoch, "concept_counts": counts}
     if len(trainer.best_epochs) > 1:
         info["best_epochs"] = trainer.best_epochs
-    ssae = SSAE(model.cpu(), pre, data.vocabulary, data.site, data.feature_shape, info)
+    ssae = SSAE(model.cpu(), s.pre, data.vocabulary, data.site, data.feature_shape, info)
     return TrainResult(ssae, history, best_epoch, time.perf_counter() - t0)
+
+
+def _trainable(model: SupervisedSAE, solved_readout: bool) -> list[str]:
+    return [n for n, p in model.named_parameters() if p.requires_grad and not (solved_readout and n in ("W", "b"))]
+
+
+def _fit_gram(s: Staged, cfg: TrainConfig, trainer: Trainer, new_member: Callable[[int], SupervisedSAE]):
+    """The gram solver: members fitted on the Gram objective, then the readout solved on the training rows
+    (or picked from `ridge_grid` on the validation rows). Returns (model, the penalty picked or None)."""
+    first = new_member(0)
+    trained = _trainable(first, True)
+    members = [first]
+    if cfg.epochs and trained:  # with no epochs (the additive preset) only the readout solve is needed
+        objective = GramObjective(GramFactor(s.Y, s.pre.n_kept, s.fit, s.val, cfg.energy), s.mask, s.ids, cfg.ridge)
+        members = trainer.run(objective, new_member, trained, cfg.members, first=first)
+    if cfg.ridge_grid and s.val.numel() and len(members) == 1 and first.cfg.code == "concept":
+        chosen = solve_readout_picking_ridge(first, s.Y, s.pre.n_kept, s.mask, s.ids, s.fit, s.val, cfg.ridge_grid)
+        return first, chosen
+    # refitted on every training row that has a trained code: all of them, or the fit rows of a 'sample'
+    # model (the validation rows' own codes are never trained)
+    rows = s.fit if first.cfg.code == "sample" else s.ids
+    model = merge_members(members)
+    solve_readout(members, model, s.Y, s.mask, s.ids, rows, cfg.ridge)
+    return model, None
+
+
+def _fit_adam(s: Staged, cfg: TrainConfig, trainer: Trainer, new_member: Callable[[int], SupervisedSAE]):
+    """The adam solver: one model, its readout learned with the rest (started at the ridge solution when
+    warm_start). Returns (model, None)."""
+    model = new_member(0)
+    if cfg.warm_start:
+        solve_readout([model], model, s.Y, s.mask, s.ids, s.fit, cfg.ridge)
+    objective = MSEObjective(s.Y, s.mask, s.ids, s.fit, s.val, cfg.batch_size, cfg.amp)
+    return trainer.run(objective, new_member, _trainable(model, False), 1, first=model)[0], None
 
 
 def _concept_counts(vocabulary, mask: torch.Tensor) -> dict[str, int]:
