@@ -10,5 +10,5 @@ from .vocab import Vocabulary, split_heldout_pairs
 
 __version__ = "0.1.0"
 __all__ = ["SSAE", "FeatureSet", "Vocabulary", "Recipe", "DecoderConfig", "TrainConfig", "PreprocessConfig", "PRESETS",
-           "train", "load_features", "save_features", "append_features", "count_samples", "split_heldout_pairs", "SSAEError",
-           "VocabularyError", "FeatureFileError", "ModelFileError", "ShapeMismatchError"]
+           "train", "load_features", "save_features", "append_features", "count_samples", "split_heldout_pairs",
+           "SSAEError", "VocabularyError", "FeatureFileError", "ModelFileError", "ShapeMismatchError"]
