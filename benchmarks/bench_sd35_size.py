@@ -70,7 +70,8 @@ def main() -> None:
     ap.add_argument("--n", default=None, help="comma-separated N (default: 300,600 on CPU, 1500 on CUDA)")
     ap.add_argument("--folder", default="/tmp/ssae_bench/sd35_n1500", help="sharded feature-set folder (cached)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    ap.add_argument("--epochs", type=int, default=None, help="override the preset's 300 (early stopping stays on)")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="override the preset's epochs per member (early stopping stays on)")
     ap.add_argument("--rss-limit-gb", type=float, default=22.0, help="kill a run whose resident memory passes this")
     ap.add_argument("--timeout", type=float, default=3600.0, help="kill a run that takes longer (s)")
     ap.add_argument("--full", action="store_true", help="CPU: also N = 1000 and 1500")
@@ -97,7 +98,8 @@ def main() -> None:
         C.warm_file_cache(C.first_rows(load_features(folder), n).shards)
         print(f"N={n}: training the default preset on {n} x {C.SD35_F:,} ({a.device}) ...", flush=True)
         r = C.run_worker(SCRIPT, {"path": str(folder), "n": n, "device": a.device, "epochs": a.epochs,
-                                  "profile": a.profile, "stream": a.stream}, timeout=a.timeout, rss_limit_mb=a.rss_limit_gb * 1024)
+                                  "profile": a.profile, "stream": a.stream},
+                         timeout=a.timeout, rss_limit_mb=a.rss_limit_gb * 1024)
         r.setdefault("n", n)
         runs.append(r)
         if "error" in r:
