@@ -164,19 +164,21 @@ class SupervisedSAE(nn.Module):
         return torch.einsum("kd,kdx->kx", self.slots().to(X_CX.dtype), X_CX.reshape(K, d, -1))
 
 
-def merge_members(members: list[SupervisedSAE]) -> SupervisedSAE:
+def merge_members(members: list[SupervisedSAE], n_features: int | None = None) -> SupervisedSAE:
     """One model whose output is the mean of the members' outputs, for members that differ only in their
     hidden layers and readouts (concept codes, mlp decoders, the same vocabulary and features).
 
     Its slots are all 1, so its code is the concept weights repeated d times; member e's code rows are
     folded into that (`fold_code`), and its hidden layer stacks the members' hidden units. The readout W, b
     is left at zero: `member_readout_rows` gives the rows that make it the members' mean. One member is
-    returned as it is."""
-    if len(members) == 1:
+    returned as it is. `n_features` sizes the merged readout when the members were built without one (a
+    one-column stand-in: at SD3.5 size each member's unused [P, F] readout would cost gigabytes)."""
+    if len(members) == 1 and n_features in (None, members[0].cfg.n_features):
         return members[0]
     first = members[0].cfg
     d = first.d
-    cfg = ModelConfig(**(first.to_dict() | {"hidden": sum(m.cfg.hidden for m in members), "n_samples": 0}))
+    cfg = ModelConfig(**(first.to_dict() | {"hidden": sum(m.cfg.hidden for m in members), "n_samples": 0,
+                                            "n_features": n_features or first.n_features}))
     merged = SupervisedSAE(cfg, random_readout=False).to(members[0].W1.device)
     with torch.no_grad():
         merged.embed.fill_(1.0)  # leaky_relu(1) = relu(1) = 1

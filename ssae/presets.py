@@ -53,7 +53,7 @@ class TrainConfig:
     ridge: float = 3e-3
     """Ridge penalty of the solved readout, relative to the mean squared norm of the basis (`ssae.ridge`)."""
     ridge_grid: tuple[float, ...] | None = None
-    """Penalties the final readout picks from by its error on the validation rows (None: `ridge`)."""
+    """Penalties the final readout picks from by its error on the validation rows (None: `ridge`); one member."""
     val_fraction: float = 0.1
     """Share of the training rows held back for validation and early stopping (0: none)."""
     patience: int = 2
@@ -127,6 +127,8 @@ class Recipe:
         if t.members > 1 and (t.solver != "gram" or m.code != "concept" or m.decoder != "mlp"):
             raise SSAEError(f"members={t.members} needs the gram solver, concept codes and the mlp decoder (members "
                             "differ only in their hidden layers): use members=1 with this recipe")
+        if t.ridge_grid and t.members > 1:
+            raise SSAEError("ridge_grid picks the penalty of one model's readout: use members=1 with it")
         if t.stream and (t.solver != "gram" or self.preprocess.top_k is not None):
             raise SSAEError("streaming needs the gram solver on all columns (a top-k selection fits in memory): "
                             "use the default preset, or drop --stream")

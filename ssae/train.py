@@ -107,9 +107,12 @@ def train(data: FeatureSet, recipe: Recipe = Recipe(), split: str = "train", pro
     local_cfg = replace(model_cfg, n_features=s.Y.shape[1])  # this rank's feature columns
     solved = cfg.solver == "gram" or cfg.warm_start  # the readout is solved, so its random draw is skipped
 
+    # several members are merged into a new model with the one readout, so theirs are one-column stand-ins
+    member_cfg = replace(local_cfg, n_features=1) if cfg.members > 1 else local_cfg
+
     def new_member(e: int) -> SupervisedSAE:
         gen = torch.Generator().manual_seed(member_seed(cfg.seed, e))
-        m = SupervisedSAE(local_cfg, gen, random_readout=not solved).to(dev)
+        m = SupervisedSAE(member_cfg, gen, random_readout=not solved).to(dev)
         if model_cfg.code == "concept" and not cfg.train_code:  # every slot 1: the code is the concept weights
             m.embed.requires_grad_(False).fill_(1.0)  # (leaky_relu(1) = relu(1) = 1)
         return m
@@ -152,13 +155,13 @@ def _fit_gram(s: Staged, cfg: TrainConfig, trainer: Trainer, new_member: Callabl
     if cfg.epochs and trained:  # with no epochs (the additive preset) only the readout solve is needed
         objective = GramObjective(GramFactor(s.Y, s.pre.n_kept, s.fit, s.val, cfg.energy), s.mask, s.ids, cfg.ridge)
         members = trainer.run(objective, new_member, trained, cfg.members, first=first)
-    if cfg.ridge_grid and s.val.numel() and len(members) == 1 and first.cfg.code == "concept":
+    if cfg.ridge_grid and s.val.numel() and cfg.members == 1 and first.cfg.code == "concept":
         chosen = solve_readout_picking_ridge(first, s.Y, s.pre.n_kept, s.mask, s.ids, s.fit, s.val, cfg.ridge_grid)
         return first, chosen
     # refitted on every training row that has a trained code: all of them, or the fit rows of a 'sample'
     # model (the validation rows' own codes are never trained)
     rows = s.fit if first.cfg.code == "sample" else s.ids
-    model = merge_members(members)
+    model = merge_members(members, s.Y.shape[1])
     solve_readout(members, model, s.Y, s.mask, s.ids, rows, cfg.ridge)
     return model, None
 

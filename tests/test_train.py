@@ -68,6 +68,8 @@ def test_train_config_validates_every_field(bad, message):
 def test_recipe_validation_and_overrides():
     with pytest.raises(SSAEError, match="members=4 needs the gram solver.*use members=1"):
         with_overrides(PRESETS["paper"], members=4)
+    with pytest.raises(SSAEError, match="ridge_grid picks the penalty of one model's readout"):
+        with_overrides(PRESETS["default"], ridge_grid=(0.1,))
     with pytest.raises(SSAEError, match="Recipe.train must be a TrainConfig, got dict"):
         Recipe(train={"epochs": 3})
     r = with_overrides(PRESETS["default"], epochs=3, seed=None, device="cpu")
@@ -92,6 +94,18 @@ def test_same_seed_same_model(interacting_data):
     assert all(torch.equal(weights(a)[k], weights(b)[k]) for k in weights(a)) and a.history == b.history
     c = weights(train(interacting_data, with_overrides(r, seed=1)))
     assert not all(torch.equal(weights(a)[k], c[k]) for k in c)
+
+
+def test_only_the_merged_model_holds_a_full_readout(interacting_data, monkeypatch):
+    """Members are fitted without a readout of their own (at SD3.5 size each would hold gigabytes of zeros):
+    only the merged model, whose readout is solved, is built with every feature column."""
+    built = []
+    init = SupervisedSAE.__init__
+    monkeypatch.setattr(SupervisedSAE, "__init__", lambda self, cfg, *a, **k: built.append(cfg.n_features) or
+                        init(self, cfg, *a, **k))
+    r = train(interacting_data, with_overrides(PRESETS["default"], epochs=2))
+    assert built.count(interacting_data.n_features) == 1 and set(built) == {1, interacting_data.n_features}
+    assert r.ssae.model.W.shape == (interacting_data.vocabulary.n_concepts + 4 * 128, interacting_data.n_features)
 
 
 def test_result_records_what_was_trained(interacting_data):
