@@ -153,7 +153,8 @@ def save_json(name: str, payload: dict) -> Path:
 
 
 def md_table(header: list[str], rows: list[list]) -> str:
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else ("—" if v is None else str(v))
+    def fmt(v) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else ("—" if v is None else str(v))
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
@@ -184,6 +185,43 @@ def ensure_demo_features(path: str | Path, n_prompts: int | None) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         build_features(path, n_prompts)
     return path
+
+
+WIDE_VOCAB_EXTRA = {"situration": ["in a library"], "action": ["holding a knife"],
+                    "light": ["at dawn", "at noon", "at sunset", "at night", "in the fog", "under neon lights"]}
+"""What `wide_vocabulary` adds to the shipped portrait vocabulary: a 12th situation, the action of the
+reference's v2 vocabulary ("holding a knife", where v1 has "smoking a cigarette"), and a 6-phrase light
+category, for 2·2·12·3·2·5·4·6 = 34,560 combinations, the size of issue #13's sparse-coverage vocabulary."""
+
+
+def wide_vocabulary():
+    from ssae import Vocabulary
+    cats = {k: list(v) for k, v in Vocabulary.portraits().categories.items()}
+    for k, extra in WIDE_VOCAB_EXTRA.items():
+        cats[k] = cats.get(k, []) + extra
+    return Vocabulary(cats)
+
+
+def ensure_minilm_features(path: str | Path, kind: str) -> Path:
+    """Benchmark feature sets encoded with MiniLM like the demo's (cached; built when missing):
+    - "dense24": 2880 of the 4224 portrait prompts, 24 tokens (9216 values), 4 held-out pairs;
+    - "wide": 1500 of the 34,560 prompts of `wide_vocabulary()` (sparse coverage), 40 tokens, 5 held-out pairs."""
+    path = Path(path)
+    if path.exists():
+        return path
+    from ssae import Vocabulary, save_features
+    from ssae.encoders import MiniLMEncoder
+    from ssae.vocab import split_heldout_pairs
+    vocab, n, tokens, pairs = {"dense24": (Vocabulary.portraits(), 2880, 24, 4),
+                               "wide": (wide_vocabulary(), 1500, 40, 5)}[kind]
+    print(f"building {kind} features {path} ({n} prompts, {tokens} tokens; needs the demo extra) ...", flush=True)
+    combos = vocab.sample_combinations(n, 0)
+    split = split_heldout_pairs(combos, vocab.random_pairs(pairs, 0))
+    prompts = [vocab.prompt(c) for c in combos]
+    enc = MiniLMEncoder(max_tokens=tokens)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_features(path, enc.encode(prompts).flatten(1), vocab, [list(c) for c in combos], split, prompts,
+                         "minilm.last_hidden_state", list(enc.feature_shape))
 
 
 def synthetic_folder(folder: str | Path, n_total: int, feature_shape, n_write: int | None = None, seed: int = 0,
@@ -255,6 +293,7 @@ def first_rows(data, n: int):
     while total < n and kept < len(data.counts):
         total += data.counts[kept]
         kept += 1
-    cut = lambda v: None if v is None else v[:total]
+    def cut(v):
+        return None if v is None else v[:total]
     return replace(data, shards=data.shards[:kept], counts=data.counts[:kept], labels=data.labels[:total],
                    split=cut(data.split), prompts=cut(data.prompts))

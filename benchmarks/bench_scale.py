@@ -1,11 +1,12 @@
 """How ssae.train's cost grows: time and peak RSS of the default preset vs N (samples) and vs F (features).
 
 Synthetic additive + interaction features (benchmarks/_common.synthetic_folder, fp16 shards, every row
-training data; ssae holds 10% back for early stopping). Each point runs twice, each in its own
-subprocess: with 0 epochs (the F-dependent passes: statistics, preprocessing, Gram matrix and its
-eigendecomposition, readout solve; "setup") and with E epochs (patience off, so exactly E), so
-per-epoch cost = (T_E - T_0) / E. Peak RSS is the E run's VmHWM. Fitted log-log slopes are printed
-and drawn in benchmarks/cost_growth.png.
+training data; ssae holds 10% back for early stopping), one member (an epoch is then one L-BFGS epoch of
+10 iterations; the preset trains 4 members one after another). Each point runs twice, each in its own
+subprocess: with 1 epoch and with 1 + E epochs (patience off, so exactly that), so per-epoch cost =
+(T_{1+E} - T_1) / E and "setup" = T_1 minus one epoch (the F-dependent passes: statistics,
+preprocessing, Gram matrix and its leading eigenvectors, readout solve). Peak RSS is the longer run's
+VmHWM. Fitted log-log slopes are printed and drawn in benchmarks/cost_growth.png.
 
     python benchmarks/bench_scale.py                  # N 250..2000 at F=16384; F 4k..256k at N=500; E=20
     python benchmarks/bench_scale.py --full           # adds N=4000 and F=1M, and E=50
@@ -29,7 +30,7 @@ def worker(spec: dict) -> dict:
     from ssae import load_features
     from ssae.train import PRESETS, train, with_overrides
     data = C.first_rows(load_features(spec["path"]), spec["n"])
-    recipe = with_overrides(PRESETS["default"], epochs=spec["epochs"], patience=0, device=spec["device"])
+    recipe = with_overrides(PRESETS["default"], epochs=spec["epochs"], members=1, patience=0, device=spec["device"])
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     t, c = time.perf_counter(), time.process_time()
@@ -142,7 +143,7 @@ def main() -> None:
             return cache[(n, F)]
         C.warm_file_cache(path)
         res = {}
-        for e in (0, epochs):
+        for e in (1, 1 + epochs):
             print(f"N={n} F={F:,} epochs={e} ...", flush=True)
             tries = [C.run_worker(SCRIPT, {"path": str(path), "n": n, "epochs": e, "device": a.device},
                                   rss_limit_mb=a.rss_limit_gb * 1024) for _ in range(a.repeats)]
@@ -152,12 +153,13 @@ def main() -> None:
             res[e] = min(tries, key=lambda r: r["train_s"]) | {
                 "all_train_s": [r["train_s"] for r in tries],
                 "peak_rss_mb": max(r["peak_rss_mb"] for r in tries)}
-        p = {"n": res[epochs]["n"], "F": F, "setup_s": res[0]["train_s"], "train_s": res[epochs]["train_s"],
-             "epochs_s": max(res[epochs]["train_s"] - res[0]["train_s"], 0.0),
-             "per_epoch_s": max(res[epochs]["train_s"] - res[0]["train_s"], 0.0) / epochs,
-             "cpu_s": res[epochs]["cpu_s"], "peak_rss_mb": res[epochs]["peak_rss_mb"],
-             "setup_peak_rss_mb": res[0]["peak_rss_mb"], "peak_gpu_mb": res[epochs].get("peak_gpu_mb"),
-             "all_setup_s": res[0]["all_train_s"], "all_train_s": res[epochs]["all_train_s"]}
+        one, more = res[1], res[1 + epochs]
+        per_epoch = max(more["train_s"] - one["train_s"], 0.0) / epochs
+        p = {"n": more["n"], "F": F, "setup_s": max(one["train_s"] - per_epoch, 0.0), "train_s": more["train_s"],
+             "epochs_s": per_epoch * epochs, "per_epoch_s": per_epoch,
+             "cpu_s": more["cpu_s"], "peak_rss_mb": more["peak_rss_mb"],
+             "setup_peak_rss_mb": one["peak_rss_mb"], "peak_gpu_mb": more.get("peak_gpu_mb"),
+             "all_setup_s": one["all_train_s"], "all_train_s": more["all_train_s"]}
         cache[(n, F)] = p
         return p
 
@@ -168,7 +170,7 @@ def main() -> None:
             for p in n_pts] + \
            [[f"F={p['F']:,}", p["n"], p["setup_s"], p["per_epoch_s"], p["train_s"], p["peak_rss_mb"] / 1024]
             for p in f_pts]
-    table = C.md_table(["point", "N or F", "setup s (0 epochs)", "s / epoch", f"total s ({epochs} epochs)",
+    table = C.md_table(["point", "N or F", "setup s", "s / epoch", f"total s ({1 + epochs} epochs)",
                         "peak RSS GiB"], rows)
     slopes = {f"{what} vs {key}": slope([p[key] for p in pts], [p[field] for p in pts])
               for key, pts in (("n", n_pts), ("F", f_pts))

@@ -70,7 +70,8 @@ def main() -> None:
     ap.add_argument("--n", default=None, help="comma-separated N (default: 300,600 on CPU, 1500 on CUDA)")
     ap.add_argument("--folder", default="/tmp/ssae_bench/sd35_n1500", help="sharded feature-set folder (cached)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    ap.add_argument("--epochs", type=int, default=None, help="override the preset's 300 (early stopping stays on)")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="override the preset's epochs per member (early stopping stays on)")
     ap.add_argument("--rss-limit-gb", type=float, default=22.0, help="kill a run whose resident memory passes this")
     ap.add_argument("--timeout", type=float, default=3600.0, help="kill a run that takes longer (s)")
     ap.add_argument("--full", action="store_true", help="CPU: also N = 1000 and 1500")

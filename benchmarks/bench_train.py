@@ -1,5 +1,8 @@
 """Training speed of ssae.train against the paper's training loop, to the same held-out quality.
 
+Written for the default before issue #13 (Adam epochs, so an epoch budget made a curve); the current presets'
+time-to-quality curves come from bench_time_to_quality.py, which reuses this script's `paper_loop`.
+
 Baseline: a self-contained re-implementation of the reference loop (below, `paper_loop`): decoder-only
 SSAE with one learned embedding per concept [K, d=10], LeakyReLU 0.2, x_hat = W sigma(M ⊙ Y) + b, plain
 MSE, Adam, batch 16 in file order (no shuffling), lr 1e-3 -> 1e-4 linearly per epoch. Two preprocessing

@@ -14,6 +14,7 @@ from torch import nn
 
 from .metrics import evaluate_predictor, probe_accuracy
 from .preprocess import FeatureStats, PreprocessConfig, Preprocessor
+from .ridge import ridge_fit
 from .store import FeatureSet
 
 
@@ -35,12 +36,7 @@ def additive_fit(data: FeatureSet, train: torch.Tensor, ridge: float = 1e-3) -> 
 
     This is the function class of the paper's decoder: W·sigma(M ⊙ Y) with a fixed slot per concept is
     one vector per concept, so this is its optimum."""
-    X = data.load(train).double()
-    M = data.mask(train).double()
-    Mc, Xc = M - M.mean(0), X - X.mean(0)
-    B = Mc.T @ Mc
-    V = torch.linalg.solve(B + ridge * B.diagonal().mean() * torch.eye(B.shape[0], dtype=B.dtype), Mc.T @ Xc)
-    b = X.mean(0) - M.mean(0) @ V
+    V, b = ridge_fit(data.mask(train), data.load(train), ridge)
     return V.float(), b.float()
 
 

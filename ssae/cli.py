@@ -18,13 +18,18 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def _train(a: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from .distributed import rank_and_world
     from .metrics import evaluate
-    from .progress import tqdm_progress
+    from .progress import tqdm_progress, validation_ev
     from .store import load_features
     from .train import PRESETS, train, with_overrides
     data = load_features(a.features)
-    recipe = with_overrides(PRESETS[a.preset], device=a.device, seed=a.seed, epochs=a.epochs, stream=a.stream)
+    recipe = with_overrides(PRESETS[a.preset], device=a.device, seed=a.seed, epochs=a.epochs, stream=a.stream,
+                            members=a.members)
+    if a.hidden is not None:
+        recipe = replace(recipe, model=replace(recipe.model, hidden=a.hidden))
     if rank_and_world()[0] != 0:  # other ranks work silently and leave writing to rank 0
         train(data, recipe, split=a.split, checkpoint=a.checkpoint)
         return 0
@@ -33,7 +38,9 @@ def _train(a: argparse.Namespace) -> int:
     if data.split and "test" in data.split and a.split != "test":
         result.ssae.info["metrics"] = {"test": evaluate(result.ssae, data, "test")}
     result.ssae.save(a.out)
-    print(f"wrote {a.out} ({result.seconds:.1f}s, best epoch {result.best_epoch})")
+    ev = validation_ev(result.history[-1]) if result.history else None
+    print(f"wrote {a.out} ({result.seconds:.1f}s, {len(result.history)} epochs"
+          + (f", validation EV {ev:.4f})" if ev is not None else ")"))
     if "metrics" in result.ssae.info:
         print(_fmt_metrics(result.ssae.info["metrics"]["test"], "test"))
     return 0
@@ -95,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--split", default="train")
     t.add_argument("--device", default=None, help="cpu, cuda or auto (default)")
     t.add_argument("--seed", type=int, default=None)
-    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--epochs", type=int, default=None, help="most epochs per member (default: the preset's)")
+    t.add_argument("--members", type=int, default=None, help="models averaged into the SSAE (default preset: 4)")
+    t.add_argument("--hidden", type=int, default=None, help="hidden units of each member's mlp decoder")
     t.add_argument("--preset", default="default", choices=sorted(PRESETS))
     t.add_argument("--checkpoint", default=None, help="resumable checkpoint file (resumed if it exists)")
     t.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,

@@ -52,7 +52,9 @@ def run_demo(out: Path, quick: bool = False) -> dict:
     presets = ["default", "additive", "paper"]
     results, histories = {}, {}
     for name in presets:
-        recipe = PRESETS[name] if not quick else with_overrides(PRESETS[name], epochs=min(PRESETS[name].train.epochs, 30))
+        recipe = PRESETS[name]
+        if quick:
+            recipe = with_overrides(recipe, epochs=min(recipe.train.epochs, 30))
         with tqdm_progress(f"SSAE preset {name!r}") as bar:
             results[name] = train(data, recipe, progress=bar)
         histories[name] = results[name].history
@@ -61,7 +63,8 @@ def run_demo(out: Path, quick: bool = False) -> dict:
     table = format_table(rows)
     print(table)
     best = results["default"].ssae
-    best.info["metrics"] = {"test": {k: v for k, v in rows[0].items() if k in ("explained_variance", "cosine", "mse", "n")}}
+    kept = ("explained_variance", "cosine", "mse", "n")
+    best.info["metrics"] = {"test": {k: v for k, v in rows[0].items() if k in kept}}
     model_path = best.save(out / "portraits_minilm_ssae.safetensors")
     fig = plot_report(histories, rows, out / "demo_report.png")
     (out / "demo_results.json").write_text(json.dumps(rows, indent=1))

@@ -1,15 +1,21 @@
 """Multi-process training under torchrun: feature columns are split across ranks.
 
 The gram solver needs the data only through the N x N Gram matrix, a sum over feature columns, so
-each rank reads its slice of columns, one all-reduce makes the Gram matrix whole on every rank, the
+each rank reads its slice of columns, the ranks' sums make the Gram matrix whole on every rank, the
 code and MLP train identically everywhere, and each rank solves its slice of the readout. The adam
 solver's loss is a sum over columns too: each rank backpropagates its share and the code and MLP
 gradients are summed, so every rank steps as one process would and updates its slice of W, b.
+
+Sums over columns that steer an optimiser (the Gram matrix, the validation terms that pick a ridge
+penalty) are `chunked_sum`s: the columns fall into CHUNKS fixed chunks, each summed alone and the chunks
+added in order, so the result has the same bits in one process as in any number of them. A plain
+all-reduce adds in another order; L-BFGS on a non-convex loss turns that rounding into another model.
 """
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import NoReturn
 
 import torch
@@ -58,6 +64,40 @@ def column_range(n: int, rank: int, world: int) -> tuple[int, int]:
     return rank * n // world, (rank + 1) * n // world
 
 
+CHUNKS = 8
+"""Fixed column chunks of a chunked sum; a rank holds whole chunks, so more processes than this leave some idle."""
+
+
+def rank_columns(n: int, rank: int, world: int) -> tuple[int, int]:
+    """This rank's slice [a, b) of n columns: whole chunks, CHUNKS split as evenly as the ranks allow."""
+    first, last = column_range(CHUNKS, rank, world)
+    return column_range(n, first, CHUNKS)[0], column_range(n, last, CHUNKS)[0] if last < CHUNKS else n
+
+
+def chunked_sum(n: int, part: Callable[[int, int], torch.Tensor], shape: tuple[int, ...],
+                device: torch.device | str = "cpu") -> torch.Tensor:
+    """The float64 sum over all n columns of a quantity of `shape` that adds up over columns, with the same bits
+    whatever the number of processes: part(a, b) sums one chunk, given as this rank's local columns a:b (in an
+    order of its own that does not depend on the ranks), and the chunks are added in chunk order, after
+    gathering every rank's chunk sums under torchrun."""
+    rank, world = rank_and_world()
+    offset = rank_columns(n, rank, world)[0]
+    parts = [part(column_range(n, c, CHUNKS)[0] - offset, column_range(n, c, CHUNKS)[1] - offset).double()
+             for c in range(*column_range(CHUNKS, rank, world))]
+    if world > 1:
+        spans = [column_range(CHUNKS, r, world) for r in range(world)]
+        mine = torch.zeros(max(b - a for a, b in spans), *shape, dtype=torch.float64, device=device)
+        for i, p in enumerate(parts):
+            mine[i] = p
+        gathered = [torch.empty_like(mine) for _ in range(world)]
+        dist.all_gather(gathered, mine)
+        parts = [g[i] for g, (a, b) in zip(gathered, spans) for i in range(b - a)]
+    total = torch.zeros(shape, dtype=torch.float64, device=device)
+    for p in parts:
+        total += p
+    return total
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized():
         dist.all_reduce(t)
@@ -69,10 +109,10 @@ def gather_columns(local: torch.Tensor, n_total: int) -> torch.Tensor:
     if not dist.is_initialized():
         return local
     world = dist.get_world_size()
-    width = max(b - a for a, b in (column_range(n_total, r, world) for r in range(world)))
+    width = max(b - a for a, b in (rank_columns(n_total, r, world) for r in range(world)))
     padded = torch.zeros(*local.shape[:-1], width, dtype=local.dtype, device=local.device)
     padded[..., :local.shape[-1]] = local
     parts = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(parts, padded)
     return torch.cat([p[..., : b - a] for p, (a, b) in
-                      zip(parts, (column_range(n_total, r, world) for r in range(world)))], dim=-1)
+                      zip(parts, (rank_columns(n_total, r, world) for r in range(world)))], dim=-1)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F_
 
 from .errors import ShapeMismatchError
+from .ridge import ridge_solve
 from .ssae_file import SSAE
 from .store import FeatureSet
 from .vocab import Vocabulary
@@ -74,8 +75,7 @@ def probe_accuracy(train_z: torch.Tensor, train_labels: Sequence[Sequence[str]],
     """Accuracy of a linear probe (ridge classifier, argmax within each category) from latents to concepts."""
     Y = vocabulary.mask(train_labels).double()
     Z = torch.cat([train_z.double(), torch.ones(train_z.shape[0], 1, dtype=torch.float64)], 1)
-    A = Z.T @ Z
-    Wp = torch.linalg.solve(A + ridge * A.diagonal().mean() * torch.eye(A.shape[0], dtype=A.dtype), Z.T @ Y)
+    Wp = ridge_solve(Z.T @ Z, Z.T @ Y, ridge)
     scores = torch.cat([test_z.double(), torch.ones(test_z.shape[0], 1, dtype=torch.float64)], 1) @ Wp
     return _category_accuracy(scores, test_labels, vocabulary)
 

@@ -33,7 +33,8 @@ def baseline_rows(data: FeatureSet, ssae_presets: list[str] = ("default", "addit
 
 def format_table(rows: list[dict]) -> str:
     """A Markdown table of held-out explained variance, cosine, MSE and concept alignment."""
-    fmt = lambda v, f: "–" if v is None else format(v, f)
+    def fmt(v, f):
+        return "–" if v is None else format(v, f)
     lines = ["| method | held-out explained variance | cosine | MSE | concept alignment | sees test features |",
              "|---|---:|---:|---:|---:|:---:|"]
     for r in rows:
@@ -43,6 +44,30 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def draw_loss_curves(ax, histories: dict[str, list[dict]]) -> None:
+    """Training and validation loss per epoch of each run on one axis (fractions of variance unexplained, log
+    scale); a run of several members also draws, bold, the validation loss of the members' mean so far."""
+    drawn = False
+    for name, hist in histories.items():
+        if not hist:
+            continue
+        drawn = True
+        prefix = f"{name} " if name else ""
+        ep = [h["epoch"] for h in hist]
+        line, = ax.plot(ep, [h["loss"] for h in hist], lw=1, label=f"{prefix}train")
+        if hist[0].get("val") is not None:
+            ax.plot(ep, [h["val"] for h in hist], "--", lw=1, color=line.get_color(), label=f"{prefix}validation")
+        if hist[0].get("ensemble") is not None:
+            ax.plot(ep, [h["ensemble"] for h in hist], lw=2.5, alpha=0.6, color=line.get_color(),
+                    label=f"{prefix}validation, mean of the members so far")
+    if drawn:
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no training epochs (closed form)", ha="center", va="center", transform=ax.transAxes)
+    ax.set(xlabel="epoch (members one after another)", ylabel="fraction of variance unexplained")
+
+
 def loss_curve_image(history: list[dict], size: tuple[int, int] = (640, 400)):
     """uint8 [H, W, 3] picture of the training and validation loss per epoch (for a node's IMAGE output)."""
     import matplotlib
@@ -50,16 +75,8 @@ def loss_curve_image(history: list[dict], size: tuple[int, int] = (640, 400)):
     import matplotlib.pyplot as plt
     import numpy as np
     fig, ax = plt.subplots(figsize=(size[0] / 100, size[1] / 100), dpi=100)
-    if history:
-        ep = [h["epoch"] for h in history]
-        ax.plot(ep, [h["loss"] for h in history], label="train")
-        if history[0].get("val") is not None:
-            ax.plot(ep, [h["val"] for h in history], "--", label="validation")
-        ax.set_yscale("log")
-        ax.legend()
-    else:
-        ax.text(0.5, 0.5, "no training epochs (closed form)", ha="center", va="center", transform=ax.transAxes)
-    ax.set(xlabel="epoch", ylabel="fraction of variance unexplained", title="SSAE training")
+    draw_loss_curves(ax, {"": history})
+    ax.set_title("SSAE training")
     fig.tight_layout()
     fig.canvas.draw()
     img = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
@@ -73,16 +90,8 @@ def plot_report(histories: dict[str, list[dict]], rows: list[dict], path: str | 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for name, hist in histories.items():
-        if not hist:
-            continue
-        ep = [h["epoch"] for h in hist]
-        line, = ax1.plot(ep, [h["loss"] for h in hist], label=f"{name} train")
-        if hist[0].get("val") is not None:
-            ax1.plot(ep, [h["val"] for h in hist], "--", color=line.get_color(), label=f"{name} validation")
-    ax1.set(xlabel="epoch", ylabel="fraction of variance unexplained", yscale="log",
-            title="Training (each in its own preprocessed space)")
-    ax1.legend(fontsize=8)
+    draw_loss_curves(ax1, histories)
+    ax1.set_title("Training (each in its own preprocessed space)")
     names = [r["method"] for r in rows]
     true_ev = [r["explained_variance"] for r in rows]
     ev = [max(v, -0.05) for v in true_ev]  # bars of very negative values would hide the others

@@ -180,8 +180,8 @@ def read_metadata(meta: dict[str, str], what: str):
                              "choose a file written by ssae, or upgrade ssae if it is newer")
     try:
         vocab = Vocabulary.from_stored(json_meta(meta, "ssae.vocabulary", what, ModelFileError))
-        cfg = ModelConfig.from_dict(json_meta(meta, "ssae.model", what, ModelFileError))
-        pre_cfg = PreprocessConfig(**json_meta(meta, "ssae.preprocess", what, ModelFileError))
+        cfg = ModelConfig.from_dict(json_meta(meta, "ssae.model", what, ModelFileError), what)
+        pre_cfg = PreprocessConfig.from_dict(json_meta(meta, "ssae.preprocess", what, ModelFileError), what)
         shape = json_meta(meta, "ssae.feature_shape", what, ModelFileError)
         n = n_features_of(shape)
     except (SSAEError, TypeError, AttributeError) as e:
@@ -199,6 +199,11 @@ def read_metadata(meta: dict[str, str], what: str):
     for key in meta:
         if key.startswith("ssae.") and key[5:] not in std:
             info[key[5:]] = json_meta(meta, key, what, ModelFileError)
+    counts = info.get("concept_counts")
+    if counts is not None and not (isinstance(counts, dict) and all(
+            type(v) is int and v >= 0 for v in counts.values())):  # a bool is no count
+        raise ModelFileError(f"{what}: 'ssae.concept_counts' must map concepts to sample counts: the file was "
+                             "edited; download it again")
     return vocab, cfg, pre_cfg, shape, meta.get("ssae.site", "unknown"), info
 
 

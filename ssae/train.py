@@ -1,10 +1,13 @@
 """Training: fit an SSAE to a feature set, fast by default and paper-faithful as a preset.
 
-Two solvers share one epoch loop (Adam, linear lr decay, validation, early stopping, checkpoints):
-- "gram" (default): the readout W is the ridge solution given the code, so the loss depends on the
-  data only through the N x N Gram matrix. Each step costs O(N^2 P), independent of the feature size F;
-  F enters once, in one chunked pass for the Gram matrix and one for the final readout.
-- "adam": W learned by minibatch Adam on the plain MSE, as the reference code (batch 16, lr 1e-3 -> 1e-4).
+`train` stages the rows (`ssae.rows`), builds the objective (`ssae.objectives`), lets the `Trainer` run the
+members' epochs, solves the readout (`ssae.readout`) and wraps the result as an `SSAE`. The `Trainer` owns
+the optimiser, its schedule, validation, early stopping and the checkpoints (`ssae.checkpoint`).
+
+- gram solver (default): the readout W is the ridge solution for the current code, so the loss depends on
+  the data only through the N x N Gram matrix; L-BFGS fits the hidden layer of several members, one after
+  another, and the model is their mean (`ssae.model.merge_members`).
+- adam solver: W learned by minibatch Adam on the plain MSE, as the reference code (batch 16, lr 1e-3 -> 1e-4).
 """
 from __future__ import annotations
 
@@ -13,97 +16,32 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
 
 import torch
 
-from .distributed import all_reduce_sum, column_range, gather_columns, rank_and_world
+from . import checkpoint as ckpt
+from .distributed import gather_columns, rank_and_world, rank_columns
 from .errors import SSAEError
-from .model import ModelConfig, SupervisedSAE
-from .preprocess import FeatureStats, PreprocessConfig, Preprocessor
-from .safefile import atomic_save, load_tensors, read_header
+from .lbfgs import LBFGS
+from .model import SupervisedSAE, merge_members
+from .objectives import GramFactor, GramObjective, MSEObjective, Objective
+from .preprocess import FeatureStats, Preprocessor
+from .presets import PRESETS, Recipe, TrainConfig, with_overrides
+from .readout import solve_readout, solve_readout_picking_ridge
+from .rows import StreamedRows, holdout, preprocessed_rows, streams
 from .ssae_file import SSAE
 from .store import FeatureSet
 
+__all__ = ["PRESETS", "Recipe", "TrainConfig", "TrainResult", "Trainer", "Progress", "pick_device", "train",
+           "with_overrides"]
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int, dict], None]
-"""progress(epoch, total_epochs, {"loss": ..., "val": ...}); may raise to cancel (history is kept)."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to fit; stored in the SSAE file as `ssae.training`."""
-
-    solver: Literal["gram", "adam"] = "gram"
-    epochs: int = 300
-    batch_size: int | None = None
-    """adam solver: samples per step, in order (the paper: 16); None = full batch."""
-    lr: float = 3e-2
-    lr_end: float = 3e-3
-    """Learning rate decays linearly per epoch from lr to lr_end (the paper: 1e-3 -> 1e-4)."""
-    ridge: float = 0.1
-    """Ridge penalty of the solved readout, relative to the mean squared norm of the basis."""
-    val_fraction: float = 0.1
-    """Share of the training rows held back for early stopping (0: none)."""
-    patience: int = 40
-    """Stop after this many epochs without a better validation loss (0: never)."""
-    warm_start: bool = True
-    """adam solver: start W, b at their ridge solution instead of random."""
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-    """bf16 autocast for the adam solver on CUDA."""
-    checkpoint_every: int = 25
-    stream: bool | None = None
-    """gram solver: read the training rows from the shards one column block per pass instead of holding
-    them (memory then holds the [n, n] Gram matrix and the readout, not the [n, F] features; three reads
-    of the data instead of one). None: stream when the rows would fill more than half the free memory."""
-
-    def __post_init__(self) -> None:
-        if self.solver not in ("gram", "adam"):
-            raise SSAEError(f"unknown solver {self.solver!r}: use 'gram' or 'adam'")
-        if self.epochs < 0 or (self.batch_size is not None and self.batch_size < 1) or not 0 <= self.val_fraction < 1:
-            raise SSAEError(f"invalid training settings: epochs={self.epochs}, batch_size={self.batch_size}, "
-                            f"val_fraction={self.val_fraction}")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Everything that defines a training run apart from the data: decoder, preprocessing, fitting."""
-
-    d: int = 10
-    code: Literal["concept", "sample"] = "concept"
-    activation: Literal["leaky_relu", "relu"] = "leaky_relu"
-    decoder: Literal["linear", "mlp"] = "mlp"
-    hidden: int = 256
-    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    def model_config(self, n_concepts: int, n_features: int, n_samples: int) -> ModelConfig:
-        return ModelConfig(n_concepts, n_features, self.d, self.code, self.activation, self.decoder, self.hidden,
-                           n_samples if self.code == "sample" else 0)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-_PAPER_LOOP = TrainConfig(solver="adam", epochs=100, batch_size=16, lr=1e-3, lr_end=1e-4, warm_start=False,
-                          patience=0, amp=False)
-PRESETS: dict[str, Recipe] = {
-    "default": Recipe(),
-    "additive": Recipe(decoder="linear", train=TrainConfig(epochs=0)),
-    "paper": Recipe(decoder="linear", preprocess=PreprocessConfig(top_k=1000, scale="minmax"), train=_PAPER_LOOP),
-    "paper-trainable": Recipe(code="sample", activation="relu", decoder="linear",
-                              preprocess=PreprocessConfig(top_k=1000, scale="minmax"), train=_PAPER_LOOP),
-    "paper-ils": Recipe(code="sample", activation="relu", decoder="linear",
-                        preprocess=PreprocessConfig(top_k=1000, scale="minmax"),
-                        train=TrainConfig(solver="gram", lr=1e-3, lr_end=1e-4, epochs=100, patience=0)),
-}
-"""default: mlp decoder, gram solver, all dimensions standardised. additive: the closed-form linear
-decoder. paper*: the three variants of the reference code with its loop and preprocessing."""
+"""progress(epoch, total_epochs, history entry); may raise to cancel (the history is kept). The entry holds
+"loss" and "val" (fractions of variance unexplained on the fit and validation rows) and, with several
+members, "member" and "ensemble" (the validation loss of the mean of the members so far)."""
 
 
 @dataclass
@@ -122,6 +60,36 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def member_seed(seed: int, member: int) -> int:
+    """Member 0 draws from `seed` itself, so a one-member run initialises as it always has."""
+    return seed if member == 0 else seed * 1_000_003 + member
+
+
+@dataclass
+class Staged:
+    """The training rows as the objectives use them: preprocessor, this rank's preprocessed columns Y (held
+    or streamed), concept masks, sample ids, and the fit and validation positions."""
+
+    pre: Preprocessor
+    Y: torch.Tensor | StreamedRows
+    mask: torch.Tensor
+    ids: torch.Tensor
+    fit: torch.Tensor
+    val: torch.Tensor
+
+
+def stage(data: FeatureSet, rows: torch.Tensor, recipe: Recipe, dev: torch.device, rank: int = 0,
+          world: int = 1) -> Staged:
+    cfg = recipe.train
+    fit, val = holdout(rows.numel(), cfg.val_fraction, cfg.seed)
+    if streams(cfg.stream, cfg.solver, recipe.preprocess, rows.numel() * data.n_features // world, dev):
+        pre = Preprocessor.fit(FeatureStats.from_chunks(x for _, x in data.row_blocks(rows)), recipe.preprocess)
+        Y = StreamedRows(data, rows, pre, rank_columns(pre.n_kept, rank, world), dev)
+    else:
+        pre, Y = preprocessed_rows(data, rows, recipe.preprocess, dev, rank, world)
+    return Staged(pre, Y, data.mask(rows).to(dev), torch.arange(rows.numel(), device=dev), fit.to(dev), val.to(dev))
+
+
 def train(data: FeatureSet, recipe: Recipe = Recipe(), split: str = "train", progress: Progress | None = None,
           checkpoint: str | Path | None = None) -> TrainResult:
     """Fit an SSAE on one split of a feature set. With `checkpoint`, an interrupted run resumes from it."""
@@ -133,51 +101,80 @@ def train(data: FeatureSet, recipe: Recipe = Recipe(), split: str = "train", pro
         dev = torch.device("cuda", torch.cuda.current_device())
     torch.manual_seed(cfg.seed)
     rows = data.indices(split)
-    fit_pos, val_pos = _holdout(rows.numel(), cfg.val_fraction, cfg.seed)
-    if _streams(cfg, recipe.preprocess, rows.numel() * data.n_features // world, dev):
-        pre = Preprocessor.fit(FeatureStats.from_chunks(x for _, x in data.row_blocks(rows)), recipe.preprocess)
-        Y = _StreamedRows(data, rows, pre, column_range(pre.n_kept, rank, world), dev)
-    else:
-        pre, Y = _preprocessed_rows(data, rows, recipe.preprocess, dev, rank, world)
-    mask = data.mask(rows).to(dev)
-    counts = _concept_counts(data.vocabulary, mask)
-    ids = torch.arange(rows.numel(), device=dev)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    model_cfg = recipe.model_config(data.vocabulary.n_concepts, pre.n_kept, rows.numel())
+    s = stage(data, rows, recipe, dev, rank, world)
+    counts = _concept_counts(data.vocabulary, s.mask)
+    model_cfg = recipe.model_config(data.vocabulary.n_concepts, s.pre.n_kept, rows.numel())
+    local_cfg = replace(model_cfg, n_features=s.Y.shape[1])  # this rank's feature columns
     solved = cfg.solver == "gram" or cfg.warm_start  # the readout is solved, so its random draw is skipped
-    model = SupervisedSAE(replace(model_cfg, n_features=Y.shape[1]), gen, random_readout=not solved).to(dev)
-    fit_pos, val_pos = fit_pos.to(dev), val_pos.to(dev)
 
-    if cfg.solver == "gram":  # with no epochs (the additive preset) only the final readout solve is needed
-        objective = _GramObjective(Y, mask, ids, fit_pos, val_pos, cfg.ridge) if cfg.epochs else None
-        trained = [n for n, _ in model.named_parameters() if n not in ("W", "b")]  # the readout is solved
-    else:
-        objective = _MSEObjective(Y, mask, ids, fit_pos, val_pos, cfg)
-        if cfg.warm_start:
-            _solve_readout(model, Y, mask, ids, fit_pos, cfg.ridge)
-        trained = [n for n, _ in model.named_parameters()]
-    history, best = [], None
-    if objective is not None:
-        history, best = _epoch_loop(model, trained, objective, cfg, progress if rank == 0 else None, checkpoint,
-                                    _fingerprint(data, rows, recipe, world), writer=rank == 0)
-    if best is not None:
-        model.load_state_dict(best["state"], strict=False)
-    if cfg.solver == "gram":  # refit the readout on every training row, validation rows included
-        _solve_readout(model, Y, mask, ids, None, cfg.ridge)
-    model.finalize_sample_codes(mask)
+    # several members are merged into a new model with the one readout, so theirs are one-column stand-ins
+    member_cfg = replace(local_cfg, n_features=1) if cfg.members > 1 else local_cfg
+
+    def new_member(e: int) -> SupervisedSAE:
+        gen = torch.Generator().manual_seed(member_seed(cfg.seed, e))
+        m = SupervisedSAE(member_cfg, gen, random_readout=not solved).to(dev)
+        if model_cfg.code == "concept" and not cfg.train_code:  # every slot 1: the code is the concept weights
+            m.embed.requires_grad_(False).fill_(1.0)  # (leaky_relu(1) = relu(1) = 1)
+        return m
+
+    trainer = Trainer(cfg, progress if rank == 0 else None, checkpoint, _fingerprint(data, rows, recipe, world),
+                      writer=rank == 0)
+    fit_model = _fit_gram if cfg.solver == "gram" else _fit_adam
+    model, chosen_ridge = fit_model(s, cfg, trainer, new_member)
+    model.finalize_sample_codes(s.mask[s.fit], s.ids[s.fit])
     if world > 1:  # every rank holds a slice of the readout's columns: make the model whole
-        full = SupervisedSAE(model_cfg).to(dev)
+        n = s.pre.n_kept
+        full = SupervisedSAE(replace(model.cfg, n_features=n), random_readout=False).to(dev)
         state = model.state_dict()
-        state["W"], state["b"] = gather_columns(state["W"], pre.n_kept), gather_columns(state["b"], pre.n_kept)
+        state["W"], state["b"] = gather_columns(state["W"], n), gather_columns(state["b"], n)
         full.load_state_dict(state)
         model = full
-    info = {"training": recipe.to_dict() | {"split": split, "n_train": rows.numel()},
-            "history": history, "best_epoch": best["epoch"] if best else len(history), "concept_counts": counts}
-    ssae = SSAE(model.cpu(), pre, data.vocabulary, data.site, data.feature_shape, info)
-    return TrainResult(ssae, history, info["best_epoch"], time.perf_counter() - t0)
+    history = trainer.history
+    best_epoch = trainer.best_epochs[-1] if trainer.best_epochs and trainer.best_epochs[-1] is not None \
+        else len(history)
+    training = recipe.to_dict() | {"split": split, "n_train": rows.numel()}
+    if chosen_ridge is not None:
+        training["chosen_ridge"] = chosen_ridge
+    info = {"training": training, "history": history, "best_epoch": best_epoch, "concept_counts": counts}
+    if len(trainer.best_epochs) > 1:
+        info["best_epochs"] = trainer.best_epochs
+    ssae = SSAE(model.cpu(), s.pre, data.vocabulary, data.site, data.feature_shape, info)
+    return TrainResult(ssae, history, best_epoch, time.perf_counter() - t0)
 
 
-# -- data -------------------------------------------------------------------------------------
+def _trainable(model: SupervisedSAE, solved_readout: bool) -> list[str]:
+    return [n for n, p in model.named_parameters() if p.requires_grad and not (solved_readout and n in ("W", "b"))]
+
+
+def _fit_gram(s: Staged, cfg: TrainConfig, trainer: Trainer, new_member: Callable[[int], SupervisedSAE]):
+    """The gram solver: members fitted on the Gram objective, then the readout solved on the training rows
+    (or picked from `ridge_grid` on the validation rows). Returns (model, the penalty picked or None)."""
+    first = new_member(0)
+    trained = _trainable(first, True)
+    members = [first]
+    if cfg.epochs and trained:  # with no epochs (the additive preset) only the readout solve is needed
+        objective = GramObjective(GramFactor(s.Y, s.pre.n_kept, s.fit, s.val, cfg.energy), s.mask, s.ids, cfg.ridge)
+        members = trainer.run(objective, new_member, trained, cfg.members, first=first)
+    if cfg.ridge_grid and s.val.numel() and cfg.members == 1 and first.cfg.code == "concept":
+        chosen = solve_readout_picking_ridge(first, s.Y, s.pre.n_kept, s.mask, s.ids, s.fit, s.val, cfg.ridge_grid)
+        return first, chosen
+    # refitted on every training row that has a trained code: all of them, or the fit rows of a 'sample'
+    # model (the validation rows' own codes are never trained)
+    rows = s.fit if first.cfg.code == "sample" else s.ids
+    model = merge_members(members, s.Y.shape[1])
+    solve_readout(members, model, s.Y, s.mask, s.ids, rows, cfg.ridge)
+    return model, None
+
+
+def _fit_adam(s: Staged, cfg: TrainConfig, trainer: Trainer, new_member: Callable[[int], SupervisedSAE]):
+    """The adam solver: one model, its readout learned with the rest (started at the ridge solution when
+    warm_start). Returns (model, None)."""
+    model = new_member(0)
+    if cfg.warm_start:
+        solve_readout([model], model, s.Y, s.mask, s.ids, s.fit, cfg.ridge)
+    objective = MSEObjective(s.Y, s.mask, s.ids, s.fit, s.val, cfg.batch_size, cfg.amp)
+    return trainer.run(objective, new_member, _trainable(model, False), 1, first=model)[0], None
+
 
 def _concept_counts(vocabulary, mask: torch.Tensor) -> dict[str, int]:
     """Training samples per concept, with a warning for the two cases a supervised code cannot learn: a
@@ -192,85 +189,6 @@ def _concept_counts(vocabulary, mask: torch.Tensor) -> dict[str, int]:
     return counts
 
 
-def _holdout(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fit and validation positions; validation only when there are enough rows for it."""
-    n_val = int(n * fraction)
-    if n_val < 1 or n - n_val < 2:
-        return torch.arange(n), torch.arange(0)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
-    return perm[n_val:].sort().values, perm[:n_val].sort().values
-
-
-def _preprocessed_rows(data: FeatureSet, rows: torch.Tensor, config: PreprocessConfig, dev: torch.device,
-                       rank: int, world: int) -> tuple[Preprocessor, torch.Tensor]:
-    """The preprocessor fitted on `rows` and their preprocessed features [n, this rank's kept columns].
-
-    When every column is kept by one process (the default), the rows are read once and scaled in place;
-    otherwise (top-k, or columns split under torchrun) a first pass takes the statistics and a second
-    keeps only the needed columns, so that memory never holds all F columns."""
-    if config.top_k is None and world == 1:
-        Y = torch.empty(rows.numel(), data.n_features, device=dev)
-
-        def kept_blocks():  # each block is copied into Y as the statistics go over it
-            for sel, x in data.row_blocks(rows):
-                Y[sel.to(dev)] = x.to(dev)
-                yield x
-        pre = Preprocessor.fit(FeatureStats.from_chunks(kept_blocks()), config)
-        return pre, pre.transform_(Y)
-    pre = Preprocessor.fit(FeatureStats.from_chunks(x for _, x in data.row_blocks(rows)), config)
-    a, b = column_range(pre.n_kept, rank, world)
-    Y = torch.empty(rows.numel(), b - a, device=dev)
-    for sel, x in data.row_blocks(rows):
-        Y[sel.to(dev)] = pre.transform(x.to(dev))[:, a:b]
-    return pre, Y
-
-
-class _StreamedRows:
-    """The preprocessed [n, F] training rows, read from the shards one block of columns at a time: what
-    the gram solver uses in place of an in-memory Y when the rows do not fit (see `_column_blocks`)."""
-
-    def __init__(self, data: FeatureSet, rows: torch.Tensor, pre: Preprocessor, cols: tuple[int, int],
-                 dev: torch.device):
-        self.data, self.rows, self.pre, self.cols, self.device = data, rows, pre, cols, dev
-        self.shape = (rows.numel(), cols[1] - cols[0])
-
-    def blocks(self, chunk: int) -> Iterator[tuple[int, torch.Tensor]]:
-        for a, x in self.data.column_blocks(self.rows, chunk, self.cols):
-            yield a - self.cols[0], self.pre.transform_(x.to(self.device), a)
-
-
-def _column_blocks(Y: torch.Tensor | _StreamedRows, chunk: int) -> Iterator[tuple[int, torch.Tensor]]:
-    """(first column, Y[:, a:a + chunk]) over the training rows, held in memory or streamed."""
-    if isinstance(Y, _StreamedRows):
-        yield from Y.blocks(chunk)
-        return
-    for a in range(0, Y.shape[1], chunk):
-        yield a, Y[:, a:a + chunk]
-
-
-def _streams(cfg: TrainConfig, preprocess: PreprocessConfig, n_values: int, dev: torch.device) -> bool:
-    """Whether to stream the training rows: as asked, or when they would fill half the free memory."""
-    if cfg.stream and (cfg.solver != "gram" or preprocess.top_k is not None):
-        raise SSAEError("streaming needs the gram solver on all columns (a top-k selection fits in memory): "
-                        "use the default preset, or drop --stream")
-    if cfg.stream is not None:
-        return cfg.stream
-    if cfg.solver != "gram" or preprocess.top_k is not None:
-        return False
-    return n_values * 4 > _free_memory(dev) // 2
-
-
-def _free_memory(dev: torch.device) -> int:
-    """Bytes free on the device (MemAvailable for the CPU on Linux; unbounded where it is unknown)."""
-    if dev.type == "cuda":
-        return torch.cuda.mem_get_info(dev)[0]
-    try:
-        with open("/proc/meminfo") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError):
-        return 1 << 62
-
-
 def _fingerprint(data: FeatureSet, rows: torch.Tensor, recipe: Recipe, world: int) -> str:
     """What a checkpoint must share with the run that resumes it (device and save cadence may differ)."""
     settings = recipe.to_dict()
@@ -281,217 +199,141 @@ def _fingerprint(data: FeatureSet, rows: torch.Tensor, recipe: Recipe, world: in
     return h.hexdigest()[:16]
 
 
-# -- objectives -------------------------------------------------------------------------------
+class Trainer:
+    """Runs the epochs of one member after another: owns the optimiser and its schedule, validation (of each
+    member and of the members' mean), early stopping and the checkpoints (written by `writer` only, read by
+    every rank). After `run`, `history` holds every epoch and `best_epochs` each member's best epoch."""
 
-def _basis(model: SupervisedSAE, mask, ids) -> torch.Tensor:
-    return model.basis(model.code(mask, ids))
+    def __init__(self, cfg: TrainConfig, progress: Progress | None, checkpoint: str | Path | None, fingerprint: str,
+                 writer: bool = True):
+        self.cfg, self.progress, self.path, self.fingerprint = cfg, progress, checkpoint, fingerprint
+        self.saving = bool(checkpoint) and writer
+        self.history: list[dict] = []
+        self.best_epochs: list[int | None] = []
 
+    def optimizer(self, params: list[torch.nn.Parameter]) -> LBFGS | torch.optim.Adam:
+        """L-BFGS for the gram solver's full-batch objective (unless Adam is asked for), else Adam."""
+        if self.cfg.solver == "gram" and self.cfg.optimizer == "lbfgs":
+            return LBFGS(params, max_iter=self.cfg.lbfgs_steps)
+        return torch.optim.Adam(params, lr=self.cfg.lr)
 
-def _ridge_factor(H: torch.Tensor, ridge: float) -> torch.Tensor:
-    """(H^T H + lambda I)^-1 H^T for centred H, lambda relative to the mean squared column norm."""
-    B = H.T @ H
-    lam = ridge * B.diagonal().mean().clamp(min=1e-12) + 1e-10
-    return torch.linalg.solve(B + lam * torch.eye(B.shape[0], dtype=B.dtype, device=B.device), H.T)
+    def lr(self, epoch: int) -> float:
+        """Adam's learning rate in a member's epoch: linear from lr to lr_end."""
+        cfg = self.cfg
+        return cfg.lr + (cfg.lr_end - cfg.lr) * epoch / max(cfg.epochs - 1, 1)
 
+    def run(self, objective: Objective, new_member: Callable[[int], SupervisedSAE], trained: list[str],
+            n_members: int, first: SupervisedSAE | None = None) -> list[SupervisedSAE]:
+        """Train `n_members` models built by `new_member(e)` (`first` is member 0 when given) and return each
+        at its best epoch."""
+        st = ckpt.RunState()
+        if self.path and Path(self.path).exists():
+            st = ckpt.load(self.path, self.fingerprint)
+            log.info("resuming from %s at epoch %d (member %d)", self.path, st.epoch, st.member)
+        self.history = st.history
+        members: list[SupervisedSAE] = []
+        val_sum = None  # the finished members' validation predictions, summed
+        try:
+            for e in range(n_members):
+                model = first if e == 0 and first is not None else new_member(e)
+                kept = set(trained) | {n for n, _ in model.named_buffers()}
+                if e < len(st.members):  # finished before the interruption
+                    model.load_state_dict(st.members[e], strict=False)
+                    best = self._best_epoch(e)
+                else:
+                    best = self._fit_member(objective, model, e, n_members, trained, kept, st, val_sum)
+                    if self.saving:
+                        st.members.append(_snapshot(model, kept))
+                        st.member, st.model, st.optim, st.best = e + 1, None, None, None
+                self.best_epochs.append(best)
+                members.append(model)
+                pred = objective.val_prediction(model)
+                if pred is not None:
+                    val_sum = pred if val_sum is None else val_sum + pred
+        except BaseException:
+            if self.saving and st.history:  # cancelled or crashed: keep the loss history and the last epoch
+                ckpt.save(self.path, replace(st, history=st.history[: st.epoch]), self.fingerprint)
+            raise
+        if self.saving:
+            ckpt.save(self.path, st, self.fingerprint)
+        return members
 
-@torch.no_grad()
-def _solve_readout(model: SupervisedSAE, Y, mask, ids, pos: torch.Tensor | None, ridge: float,
-                   chunk: int = 1 << 16) -> None:
-    """Set W, b to the ridge solution on rows `pos` (all rows if None), streaming over feature columns."""
-    pos = torch.arange(Y.shape[0], device=Y.device) if pos is None else pos
-    H = _basis(model, mask[pos], ids[pos]).double()
-    h_mean = H.mean(0)
-    R = _ridge_factor(H - h_mean, ridge).float()  # [P, n]
-    for a, Yc in _column_blocks(Y, chunk):
-        Yc = Yc[pos]
-        y_mean = Yc.mean(0)
-        model.W[:, a:a + chunk] = R @ (Yc - y_mean)
-        model.b[a:a + chunk] = y_mean - h_mean.float() @ model.W[:, a:a + chunk]
+    def _best_epoch(self, member: int) -> int | None:
+        own = [h for h in self.history if h.get("member", 0) == member and h["val"] is not None]
+        return min(own, key=lambda h: h["val"])["epoch"] if own else None
 
-
-class _GramObjective:
-    """Loss of the best ridge readout for the current code, from the Gram matrix alone.
-
-    With centred targets Yc and basis Hc on the fit rows T, W = A Hc_T^T Yc_T, A = (B + lambda I)^-1,
-    B = Hc_T^T Hc_T, S = Hc_T^T G_TT Hc_T:  SSE_T = tr G_TT - 2 tr(A S) + tr(A S A B); the validation
-    SSE likewise with G_TV and G_VV (A B = I - lambda A shortens the first). Values are fractions of variance unexplained. G is kept as a
-    factor L with G ~ L L^T (eigenvalues up to 1 - 1e-4 of the energy), so a step costs O(N r P).
-    """
-
-    def __init__(self, Y, mask, ids, fit, val, ridge: float, chunk: int = 1 << 15, energy: float = 1 - 1e-4):
-        self.mask, self.ids, self.fit, self.val, self.ridge = mask, ids, fit, val, ridge
-        G = torch.zeros(Y.shape[0], Y.shape[0], dtype=torch.float64, device=Y.device)
-        for _, c in _column_blocks(Y, chunk):
-            G += (c @ c.T).double()
-        p = torch.zeros(Y.shape[0], dtype=torch.float64, device=Y.device)
-        p[fit] = 1.0 / fit.numel()
-        C = torch.eye(Y.shape[0], dtype=torch.float64, device=Y.device) - p  # rows minus the fit mean
-        G = C @ all_reduce_sum(G) @ C.T  # under torchrun each rank summed its own feature columns
-        self.tr_fit = G.diagonal()[fit].sum()
-        self.tr_val = G.diagonal()[val].sum() if val.numel() else None
-        lam, U = torch.linalg.eigh(G)
-        lam, U = lam.flip(0).clamp(min=0), U.flip(1)
-        r = int((lam.cumsum(0) < energy * lam.sum()).sum()) + 1
-        L = U[:, :r] * lam[:r].sqrt()
-        self.L_fit, self.L_val = L[fit], L[val]
-
-    def __call__(self, model: SupervisedSAE) -> tuple[torch.Tensor, float | None]:
-        H = _basis(model, self.mask, self.ids).double()
-        H = H - H[self.fit].mean(0)
-        Ht = H[self.fit]
-        B = Ht.T @ Ht
-        lam = self.ridge * B.diagonal().mean().clamp(min=1e-12) + 1e-10
-        A = torch.cholesky_inverse(torch.linalg.cholesky(B + lam * torch.eye(B.shape[0], dtype=B.dtype,
-                                                                             device=B.device)))
-        M = self.L_fit.T @ Ht  # [r, P]
-        S = M.T @ M
-        AS = A @ S
-        # A B = I - lam A, so tr(A S A B) = tr(A S) - lam tr(A S A): SSE = tr G - tr(A S) - lam <A S, A>
-        loss = (self.tr_fit - AS.trace() - lam * (AS * A).sum()) / self.tr_fit
-        val = None
-        if self.tr_val is not None:
-            with torch.no_grad():
-                Hv = H[self.val]
-                cross = ((self.L_val.T @ Hv) @ A @ M.T).trace()
-                quad = ((Hv @ A) @ S * (Hv @ A)).sum()
-                val = float((self.tr_val - 2 * cross + quad) / self.tr_val)
-        return loss.float(), val
-
-
-class _MSEObjective:
-    """Plain MSE with an explicit readout, over minibatches of the fit rows in order (the reference loop).
-
-    Under torchrun each rank holds a slice of the feature columns and of W, b: its loss is its columns'
-    share, so the code and MLP gradients are summed across ranks (`reduce_grads`) and every rank takes
-    the step one process would; Adam is elementwise, so the readout slices follow suit."""
-
-    def __init__(self, Y, mask, ids, fit, val, cfg: TrainConfig):
-        self.Y, self.mask, self.ids, self.fit, self.val, self.cfg = Y, mask, ids, fit, val, cfg
-        self.var_fit = all_reduce_sum(((Y[fit] - Y[fit].mean(0)) ** 2).sum(1).mean())
-        self.var_val = all_reduce_sum(((Y[val] - Y[val].mean(0)) ** 2).sum(1).mean()) if val.numel() else None
-
-    @staticmethod
-    def reduce_grads(model: SupervisedSAE) -> None:
-        """Sum the shared parameters' gradients over the ranks (a no-op in one process)."""
-        for name, p in model.named_parameters():
-            if name not in ("W", "b") and p.grad is not None:
-                all_reduce_sum(p.grad)
-
-    def batches(self, epoch: int) -> list[torch.Tensor]:
-        bs = self.cfg.batch_size or self.fit.numel()
-        return list(self.fit.split(bs))
-
-    def loss(self, model: SupervisedSAE, pos: torch.Tensor) -> torch.Tensor:
-        amp = self.cfg.amp and self.Y.is_cuda
-        with torch.autocast("cuda", torch.bfloat16, enabled=amp):
-            pred = model(self.mask[pos], self.ids[pos])
-        return ((pred.float() - self.Y[pos]) ** 2).sum(1).mean() / self.var_fit
-
-    @torch.no_grad()
-    def validate(self, model: SupervisedSAE) -> float | None:
-        if self.var_val is None:
-            return None
-        err = torch.cat([((model(self.mask[p], self.ids[p]) - self.Y[p]) ** 2).sum(1) for p in self.val.split(4096)])
-        return float(all_reduce_sum(err.mean()) / self.var_val)
-
-
-# -- the loop ---------------------------------------------------------------------------------
-
-def _epoch_loop(model, trained: list[str], objective, cfg: TrainConfig, progress: Progress | None,
-                checkpoint: str | Path | None, fingerprint: str, writer: bool = True) -> tuple[list[dict], dict | None]:
-    """Adam epochs with linear lr decay, best-on-validation tracking, early stopping and checkpoints
-    (written by `writer` only, read by everyone)."""
-    named = dict(model.named_parameters())
-    opt = torch.optim.Adam([named[n] for n in trained], lr=cfg.lr)
-    kept = set(trained) | {n for n, _ in model.named_buffers()}
-    snapshot = lambda: {k: v.detach().clone() for k, v in model.state_dict().items() if k in kept}
-    history: list[dict] = []
-    best: dict | None = None
-    start = 0
-    if checkpoint and Path(checkpoint).exists():
-        start, history, best = _load_checkpoint(checkpoint, model, opt, fingerprint)
-        log.info("resuming from %s at epoch %d", checkpoint, start)
-    stale = 0 if best is None else len(history) - 1 - best["epoch"]
-    saving = bool(checkpoint) and writer
-    # the state after the last completed epoch: what an interrupt mid-epoch saves, so a resume repeats nothing
-    done = (start, snapshot(), copy.deepcopy(opt.state_dict())) if saving else None
-    try:
-        for epoch in range(start, cfg.epochs):
+    def _fit_member(self, objective: Objective, model: SupervisedSAE, e: int, n_members: int, trained: list[str],
+                    kept: set[str], st: ckpt.RunState, val_sum: torch.Tensor | None) -> int | None:
+        """Epochs of member e from where `st` stands; leaves the model at its best epoch, returns that epoch."""
+        cfg = self.cfg
+        named = dict(model.named_parameters())
+        opt = self.optimizer([named[n] for n in trained])
+        best = None
+        if e == st.member and st.model:  # resume inside this member
+            model.load_state_dict(st.model, strict=False)
+            state = {"state": st.optim["state"]}
+            if isinstance(opt, torch.optim.Optimizer):
+                state["param_groups"] = opt.state_dict()["param_groups"]
+            opt.load_state_dict(state)
+            best = st.best
+        own = [h for h in self.history if h.get("member", 0) == e]
+        ref, stale = None, 0  # early stopping: epochs since the validation loss last beat `ref` by min_delta
+        for h in own:
+            ref, stale = _stopping(h["val"], ref, stale, cfg.min_delta)
+        for epoch in range(len(own), cfg.epochs):
             if cfg.patience and stale >= cfg.patience:
                 break
-            lr = cfg.lr + (cfg.lr_end - cfg.lr) * epoch / max(cfg.epochs - 1, 1)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            model.train()
-            if isinstance(objective, _GramObjective):
-                opt.zero_grad(set_to_none=True)
-                loss, val = objective(model)
-                loss.backward()
-                opt.step()
-                train_loss = loss.item()
-            else:
-                total = 0.0
-                for pos in objective.batches(epoch):
-                    opt.zero_grad(set_to_none=True)
+            lr = self.lr(epoch)
+            if isinstance(opt, torch.optim.Adam):
+                for g in opt.param_groups:
+                    g["lr"] = lr
+            total = 0.0
+            for pos in objective.batches(epoch):
+                def closure(pos=pos):
+                    model.zero_grad(set_to_none=True)
                     loss = objective.loss(model, pos)
                     loss.backward()
                     objective.reduce_grads(model)
-                    opt.step()
-                    total += all_reduce_sum(loss.detach()).item() * pos.numel()
-                train_loss, val = total / objective.fit.numel(), objective.validate(model)
-            if not (train_loss == train_loss) or train_loss == float("inf"):
-                raise SSAEError(f"training diverged at epoch {epoch} (loss {train_loss}): lower the learning rate")
-            history.append({"epoch": epoch, "loss": train_loss, "val": val, "lr": lr})
-            if val is not None and (best is None or val < best["score"]):
-                best = {"epoch": epoch, "score": val, "state": snapshot()}
-                stale = 0
-            elif val is not None:
-                stale += 1
-            if saving:
-                done = (epoch + 1, snapshot(), copy.deepcopy(opt.state_dict()))
-                if (epoch + 1) % cfg.checkpoint_every == 0:
-                    _save_checkpoint(checkpoint, *done, history, best, fingerprint)
-            if progress:
-                progress(epoch + 1, cfg.epochs, history[-1])
-    except BaseException:
-        if saving and history:  # cancelled or crashed: keep the loss history and the last completed epoch
-            _save_checkpoint(checkpoint, *done, history[: done[0]], best, fingerprint)
-        raise
-    if saving:
-        _save_checkpoint(checkpoint, *done, history, best, fingerprint)
-    return history, best
+                    return loss
+                total += objective.reduce_loss(opt.step(closure).detach()) * pos.numel()
+            loss = total / objective.fit.numel()
+            if not (loss == loss) or loss == float("inf"):
+                raise SSAEError(f"training diverged at epoch {len(self.history)} (loss {loss}): "
+                                "lower the learning rate")
+            pred = objective.val_prediction(model)
+            val = None if pred is None else objective.val_error(pred)
+            entry = {"epoch": len(self.history), "loss": loss, "val": val,
+                     "lr": lr if isinstance(opt, torch.optim.Adam) else 1.0}
+            if n_members > 1:
+                entry["member"] = e
+                entry["ensemble"] = None if pred is None else objective.val_error(
+                    (pred if val_sum is None else val_sum + pred) / (e + 1))
+            self.history.append(entry)
+            if val is not None:
+                if best is None or val < best["score"]:
+                    best = {"epoch": entry["epoch"], "score": val, "state": _snapshot(model, kept)}
+                ref, stale = _stopping(val, ref, stale, cfg.min_delta)
+            if self.saving:
+                st.epoch, st.member, st.history = len(self.history), e, self.history
+                st.model, st.optim, st.best = _snapshot(model, kept), copy.deepcopy(opt.state_dict()), best
+                if st.epoch % cfg.checkpoint_every == 0:
+                    ckpt.save(self.path, st, self.fingerprint)
+            if self.progress:
+                self.progress(len(self.history), n_members * cfg.epochs, entry)
+        if best is not None:
+            model.load_state_dict(best["state"], strict=False)
+            return best["epoch"]
+        return None
 
 
-def _save_checkpoint(path, epoch: int, model_state: dict, opt_state: dict, history, best, fingerprint: str) -> None:
-    t = {f"model.{k}": v for k, v in model_state.items()}
-    if best is not None:
-        t |= {f"best.{k}": v for k, v in best["state"].items()}
-    for i, st in opt_state["state"].items():
-        t |= {f"optim.{i}.{k}": v if torch.is_tensor(v) else torch.tensor(v) for k, v in st.items()}
-    meta = {"ssae.checkpoint": "1", "epoch": str(epoch), "history": json.dumps(history), "fingerprint": fingerprint,
-            "best": json.dumps(None if best is None else {"epoch": best["epoch"], "score": best["score"]})}
-    atomic_save(t, meta, path)
+def _stopping(val: float | None, ref: float | None, stale: int, min_delta: float) -> tuple[float | None, int]:
+    """Early stopping's count after one more epoch: reset when `val` beats `ref` by the fraction min_delta."""
+    if val is None:
+        return ref, stale
+    if ref is None or val < ref * (1 - min_delta):
+        return val, 0
+    return ref, stale + 1
 
 
-def _load_checkpoint(path, model, opt, fingerprint: str):
-    _, meta = read_header(path)
-    if meta.get("fingerprint") != fingerprint:
-        raise SSAEError(f"checkpoint {path} belongs to another run (other data or settings): "
-                        "delete it, or give a new checkpoint path")
-    t = load_tensors(path)
-    model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")}, strict=False)
-    state: dict[int, dict] = {}
-    for k, v in t.items():
-        if k.startswith("optim."):
-            _, i, name = k.split(".", 2)
-            state.setdefault(int(i), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
-    b = json.loads(meta["best"])
-    best = None if b is None else b | {"state": {k[5:]: v for k, v in t.items() if k.startswith("best.")}}
-    return int(meta["epoch"]), json.loads(meta["history"]), best
-
-
-def with_overrides(recipe: Recipe, **train_overrides) -> Recipe:
-    """The recipe with some TrainConfig fields replaced (None values ignored), e.g. device or seed."""
-    kept = {k: v for k, v in train_overrides.items() if v is not None}
-    return replace(recipe, train=replace(recipe.train, **kept)) if kept else recipe
+def _snapshot(model: SupervisedSAE, kept: set[str]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k in kept}

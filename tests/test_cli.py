@@ -52,6 +52,20 @@ def test_train_eval_inspect(tmp_path, capsys):
     assert doc["metrics"]["test"]["n"] == m["n"] and doc["best_epoch"] == s.info["best_epoch"]
 
 
+def test_train_sizes_the_ensemble(tmp_path, capsys):
+    feats = make_features(tmp_path / "f.safetensors")
+    model = tmp_path / "m.safetensors"
+    assert main(["train", str(feats), "--out", str(model), "--epochs", "2", "--members", "3", "--hidden", "5",
+                 "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    s = ssae.SSAE.load(model)
+    assert s.model.cfg.hidden == 15 and len(s.info["best_epochs"]) == 3, "three members of 5 hidden units, merged"
+    assert s.info["training"]["model"]["hidden"] == 5 and s.info["training"]["train"]["members"] == 3
+    assert "validation EV" in out and f"{len(s.info['history'])} epochs" in out
+    assert main(["train", str(feats), "--out", str(model), "--preset", "paper", "--members", "2"]) == 2
+    assert "members=2 needs the gram solver" in capsys.readouterr().err
+
+
 def test_baselines_command(trained, capsys):
     feats, _ = trained
     assert main(["baselines", str(feats), "--presets", "additive", "--json"]) == 0

@@ -22,10 +22,10 @@ from safetensors.torch import save_file as real_save_file
 import ssae
 import ssae.safefile
 import ssae.store
+from ssae.presets import PRESETS
 from ssae.safefile import read_header
-from ssae.train import PRESETS
 
-TRAIN = sys.modules["ssae.train"]  # `ssae.train` is the function
+CHECKPOINT = sys.modules["ssae.checkpoint"]
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 
@@ -179,13 +179,15 @@ def test_sigkill_during_append_leaves_every_listed_shard_whole(tmp_path):
 # -- SIGKILL during training with a checkpoint ----------------------------------------------------
 
 EPOCHS = 40
+"""Two members of 20 epochs each, no early stopping: kills land inside either member and between them."""
 TRAINER = r"""
 import sys, time
 from dataclasses import replace
 import ssae
-from ssae.train import PRESETS
+from ssae.presets import PRESETS
 feats, ckpt, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
-recipe = replace(PRESETS["default"], train=replace(PRESETS["default"].train, epochs=epochs, checkpoint_every=1))
+recipe = replace(PRESETS["default"], train=replace(PRESETS["default"].train, epochs=epochs // 2, members=2, patience=0,
+                                                   checkpoint_every=1))
 def progress(epoch, total, info):  # called after the epoch's checkpoint is written; the pause leaves time to kill
     print("epoch", epoch, flush=True)
     time.sleep(0.03)
@@ -196,7 +198,8 @@ print("done", flush=True)
 
 
 def recipe(epochs: int = EPOCHS):
-    return replace(PRESETS["default"], train=replace(PRESETS["default"].train, epochs=epochs, checkpoint_every=1))
+    return replace(PRESETS["default"], train=replace(PRESETS["default"].train, epochs=epochs // 2, members=2,
+                                                     patience=0, checkpoint_every=1))
 
 
 def checkpoint_state(ckpt: Path) -> tuple[int, list[dict]]:
@@ -251,7 +254,7 @@ def test_a_failed_checkpoint_write_mid_run_still_resumes_to_the_same_model(tmp_p
     reference = ssae.train(data, r)
     ckpt = tmp_path / "run.ckpt.safetensors"
     calls = {"n": 0}
-    real = TRAIN.atomic_save
+    real = CHECKPOINT.atomic_save
 
     def flaky(tensors, metadata, path):
         calls["n"] += 1
@@ -259,12 +262,12 @@ def test_a_failed_checkpoint_write_mid_run_still_resumes_to_the_same_model(tmp_p
             raise OSError(28, "No space left on device")
         return real(tensors, metadata, path)
 
-    monkeypatch.setattr(TRAIN, "atomic_save", flaky)
+    monkeypatch.setattr(CHECKPOINT, "atomic_save", flaky)
     with pytest.raises(OSError, match="No space"):
         ssae.train(data, r, checkpoint=ckpt)
     epoch, history = checkpoint_state(ckpt)
     assert epoch == 6 and [h["epoch"] for h in history] == list(range(6))
-    monkeypatch.setattr(TRAIN, "atomic_save", real)
+    monkeypatch.setattr(CHECKPOINT, "atomic_save", real)
     resumed = ssae.train(data, r, checkpoint=ckpt)
     assert_same_history(resumed.history, reference.history)
     assert_same_model(resumed.ssae, reference.ssae)

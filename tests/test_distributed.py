@@ -8,15 +8,29 @@ import pytest
 import torch
 
 import ssae
-from ssae.distributed import column_range
+from ssae.distributed import CHUNKS, chunked_sum, column_range, rank_columns
 
 
 def test_column_ranges_cover_every_column_once():
     for n in (1, 7, 10, 1000):
-        for world in (1, 2, 3, 8):
-            spans = [column_range(n, r, world) for r in range(world)]
-            assert spans[0][0] == 0 and spans[-1][1] == n
-            assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+        for world in (1, 2, 3, 8, 11):
+            for split in (column_range, rank_columns):
+                spans = [split(n, r, world) for r in range(world)]
+                assert spans[0][0] == 0 and spans[-1][1] == n
+                assert all(a[1] == b[0] and a[0] <= a[1] for a, b in zip(spans, spans[1:]))
+            chunk_starts = {column_range(n, c, CHUNKS)[0] for c in range(CHUNKS)} | {n}
+            assert all(a in chunk_starts and b in chunk_starts for a, b in
+                       (rank_columns(n, r, world) for r in range(world))), "ranks hold whole chunks"
+
+
+def test_chunked_sum_adds_the_chunks_in_order():
+    x = torch.randn(5, 1000, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    total = chunked_sum(1000, lambda a, b: x[:, a:b].sum(1), (5,))
+    expected = torch.zeros(5, dtype=torch.float64)
+    for c in range(CHUNKS):
+        a, b = column_range(1000, c, CHUNKS)
+        expected += x[:, a:b].sum(1)
+    assert torch.equal(total, expected)
 
 
 @pytest.mark.parametrize("options", [["--no-stream"], ["--stream"], ["--preset", "paper-ils", "--epochs", "4"]],
@@ -39,7 +53,11 @@ def test_torchrun_two_processes_matches_one(tmp_path, options):
     assert run.returncode == 0, run.stderr[-3000:]
     one, two = ssae.SSAE.load(tmp_path / "one.safetensors"), ssae.SSAE.load(tmp_path / "two.safetensors")
     for name, t in one.model.state_dict().items():
-        assert torch.allclose(t, two.model.state_dict()[name], atol=1e-4, rtol=1e-4), name
+        if name in ("W", "b"):  # each rank multiplies its own columns: float32 rounding of other block shapes
+            assert torch.allclose(t, two.model.state_dict()[name], atol=1e-5, rtol=1e-5), name
+        else:  # fitted on the Gram matrix, which chunked_sum makes the same bits in one process and in two
+            assert torch.equal(t, two.model.state_dict()[name]), name
+    assert one.info["history"] == two.info["history"]
     mix = {"a1": 1.0, "b0": 1.0, "c1": 1.0}
     assert torch.allclose(one.compose(mix), two.compose(mix), atol=1e-4)
 

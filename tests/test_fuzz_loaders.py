@@ -77,8 +77,8 @@ def files(tmp_path_factory):
     additive = ssae.train(data, on_cpu(PRESETS["additive"])).ssae.save(d / "additive.safetensors")
     topk = ssae.train(data, on_cpu(replace(PRESETS["additive"], preprocess=PreprocessConfig(top_k=5)))).ssae \
         .save(d / "topk.safetensors")
-    mlp = ssae.train(data, on_cpu(replace(PRESETS["default"], hidden=4, d=2), epochs=2)).ssae \
-        .save(d / "mlp.safetensors")
+    small = replace(PRESETS["default"], model=replace(PRESETS["default"].model, hidden=4, d=2))
+    mlp = ssae.train(data, on_cpu(small, epochs=2)).ssae.save(d / "mlp.safetensors")
     folder = d / "set"
     x = torch.arange(12.0).reshape(3, 4)
     for i in range(2):
@@ -271,7 +271,8 @@ def test_metadata_mutations(files, parsed, kind, data):
         event(result)
         return
     result = outcome(path, use_model)
-    assert result in ("ok", "ModelFileError"), result
+    # a count of 0 in ssae.concept_counts is a valid file whose concept compose refuses (VocabularyError)
+    assert result in ("ok", "ModelFileError", "VocabularyError"), result
     event(result)
 
 
@@ -416,7 +417,7 @@ def model_meta(files, parsed, **changes):
     (dict(model={"code": "neither"}), "inconsistent metadata"),
     (dict(model="[]"), "inconsistent metadata"),
     (dict(preprocess=json.dumps({"top_k": "5"})), "inconsistent metadata"),
-    (dict(preprocess=json.dumps({"bogus": 1})), "inconsistent metadata"),
+    (dict(preprocess=json.dumps({"scale": "bogus"})), "inconsistent metadata"),
     (dict(feature_shape="[2.0, 4.0]"), "inconsistent metadata"),
     (dict(feature_shape="[-2, -4]"), "inconsistent metadata"),
     (dict(feature_shape="[2, 2]"), "decoder writes"),

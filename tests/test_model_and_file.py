@@ -1,4 +1,5 @@
 """ssae.model and ssae.ssae_file: the decoder, and the SSAE that composes, reconstructs, edits and is a file."""
+import json
 from dataclasses import replace
 
 import pytest
@@ -9,9 +10,9 @@ from safetensors.torch import load_file, save_file
 
 import ssae
 from ssae import ModelFileError, ShapeMismatchError, SSAEError, VocabularyError
-from ssae.model import ModelConfig, SupervisedSAE
+from ssae.model import DecoderConfig, ModelConfig, SupervisedSAE, member_readout_rows, merge_members
 from ssae.preprocess import PreprocessConfig, Preprocessor
-from ssae.train import PRESETS, with_overrides
+from ssae.presets import PRESETS, Recipe, TrainConfig, with_overrides
 
 CTX = ["A blond girl", "at a market", "and a hat", "looking to the left"]
 MIX = {"blond": 1.0, "beach": 1.0, "baseball": 0.5}
@@ -38,30 +39,61 @@ def trained(data, preset, **kw):
 
 # -- ModelConfig / SupervisedSAE ----------------------------------------------------------------
 
+def config(n_concepts=3, n_features=4, **kw) -> ModelConfig:
+    return ModelConfig(n_concepts=n_concepts, n_features=n_features, **kw)
+
+
 @pytest.mark.parametrize("kw, message", [
-    (dict(decoder="transformer"), "unknown decoder 'transformer'"),
-    (dict(code="token"), "unknown code 'token'"),
-    (dict(activation="tanh"), "unknown activation 'tanh'"),
-    (dict(n_concepts=0), "positive"),
-    (dict(n_features=0), "positive"),
-    (dict(d=0), "positive"),
-    (dict(hidden=0), "positive"),
-    (dict(n_samples=-1), "n_samples must be >= 0"),
+    (dict(decoder="transformer"), "ModelConfig.decoder must be one of 'linear', 'mlp', got 'transformer'"),
+    (dict(code="token"), "ModelConfig.code must be one of 'concept', 'sample', got 'token'"),
+    (dict(activation="tanh"), "ModelConfig.activation must be one of 'leaky_relu', 'relu', got 'tanh'"),
+    (dict(n_concepts=0), "ModelConfig.n_concepts must be an integer >= 1, got 0"),
+    (dict(n_features=0), "n_features must be an integer >= 1"),
+    (dict(d=0), "ModelConfig.d must be an integer >= 1, got 0"),
+    (dict(hidden=0), "ModelConfig.hidden must be an integer >= 1, got 0"),
+    (dict(n_samples=-1), "n_samples must be an integer >= 0, got -1"),
+    (dict(d=2.0), "d must be an integer >= 1, got 2.0"),
+    (dict(hidden=True), "hidden must be an integer >= 1, got True"),
 ])
 def test_model_config_validation(kw, message):
-    with pytest.raises(SSAEError, match=message):
-        ModelConfig(**(dict(n_concepts=3, n_features=4) | kw))
+    with pytest.raises(SSAEError, match=message.replace("(", "\\(")):
+        config(**kw)
 
 
 def test_model_config_sizes_and_dict_round_trip():
-    assert ModelConfig(3, 4, hidden=0, decoder="linear").basis_size == 30, "a linear decoder needs no hidden layer"
-    cfg = ModelConfig(3, 4, d=2, hidden=5)
+    assert config(hidden=0, decoder="linear").basis_size == 30, "a linear decoder needs no hidden layer"
+    cfg = config(d=2, hidden=5)
     assert cfg.code_size == 6 and cfg.basis_size == 11
-    assert ModelConfig.from_dict(cfg.to_dict() | {"from_the_future": 1}) == cfg
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    assert ModelConfig.of(DecoderConfig(d=2, hidden=5), 3, 4) == cfg
+
+
+def test_every_config_read_from_a_file_ignores_unknown_keys_with_a_warning(caplog):
+    """One rule for every stored config (issue #14): unknown keys ignored with a warning that names them,
+    missing keys take their defaults, bad values are refused by the class, naming the field."""
+    cases = [(ModelConfig, config(d=2).to_dict()), (PreprocessConfig, {"top_k": 7}), (TrainConfig, {"epochs": 3}),
+             (DecoderConfig, {"hidden": 8}), (Recipe, {"train": {"epochs": 3}, "model": {"d": 2}})]
+    for cls, stored in cases:
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            got = cls.from_dict(stored | {"from_the_future": 1}, "m.safetensors")
+        assert got == cls.from_dict(stored)
+        assert "from_the_future" in caplog.text and cls.__name__ in caplog.text and "m.safetensors" in caplog.text
+    with caplog.at_level("WARNING"):
+        r = Recipe.from_dict({"train": {"epochs": 3, "new_knob": 1}})
+    assert r.train == TrainConfig(epochs=3) and "new_knob" in caplog.text
+    assert TrainConfig.from_dict({"ridge_grid": [1e-3, 0.1]}).ridge_grid == (1e-3, 0.1), "a JSON list comes back"
+    for cls, bad, message in [(ModelConfig, {"n_concepts": 3}, "ModelConfig cannot be built"),
+                              (PreprocessConfig, {"scale": "log"}, "PreprocessConfig.scale must be one of"),
+                              (TrainConfig, {"checkpoint_every": 0}, "checkpoint_every must be an integer >= 1"),
+                              (Recipe, {"train": []}, "TrainConfig must be a JSON object"),
+                              (PreprocessConfig, [1], "PreprocessConfig must be a JSON object")]:
+        with pytest.raises(SSAEError, match=message):
+            cls.from_dict(bad)
 
 
 def test_code_is_zero_for_absent_concepts():
-    m = SupervisedSAE(ModelConfig(4, 6, d=3, decoder="linear"), torch.Generator().manual_seed(0))
+    m = SupervisedSAE(config(4, 6, d=3, decoder="linear"), torch.Generator().manual_seed(0))
     code = m.code(torch.tensor([[1.0, 0, 1, 0], [0, 0, 0, 0]]))
     assert code.shape == (2, 12)
     assert not code[0, 3:6].any() and not code[0, 9:].any() and not code[1].any()
@@ -70,20 +102,20 @@ def test_code_is_zero_for_absent_concepts():
 
 
 def test_sample_codes_use_each_samples_slots_and_finalize_to_concept_means():
-    m = SupervisedSAE(ModelConfig(3, 5, d=2, code="sample", activation="relu", decoder="linear", n_samples=4),
+    m = SupervisedSAE(config(3, 5, d=2, code="sample", activation="relu", decoder="linear", n_samples=4),
                       torch.Generator().manual_seed(0))
     mask = torch.tensor([[1.0, 0, 1], [1, 1, 0], [0, 1, 1], [1, 0, 0]])
     code = m.code(mask, torch.arange(4))
     assert torch.equal(code.reshape(4, 3, 2)[1, 2], torch.zeros(2)) and (code.reshape(4, 3, 2)[1, 0] > 0).all()
-    m.finalize_sample_codes(mask)
-    expected = torch.relu(m.sample_code.detach())[[0, 1, 3], 0].mean(0)
+    m.finalize_sample_codes(mask[:3], torch.arange(3))  # the rows given, here without the last one
+    expected = torch.relu(m.sample_code.detach())[[0, 1], 0].mean(0)
     assert torch.allclose(m.slots()[0], expected)
 
 
 def test_linear_decoder_is_additive_and_mlp_is_not():
     g = torch.Generator().manual_seed(0)
-    lin = SupervisedSAE(ModelConfig(4, 6, d=3, decoder="linear"), g)
-    mlp = SupervisedSAE(ModelConfig(4, 6, d=3, decoder="mlp", hidden=16), g)
+    lin = SupervisedSAE(config(4, 6, d=3, decoder="linear"), g)
+    mlp = SupervisedSAE(config(4, 6, d=3, decoder="mlp", hidden=16), g)
     a, b, zero = torch.tensor([[1.0, 0, 0, 0]]), torch.tensor([[0, 0, 1.0, 0]]), torch.zeros(1, 4)
     with torch.no_grad():  # away from the zero-bias init, so that nothing is additive by accident
         for w in [*lin.parameters(), *mlp.parameters()]:
@@ -91,6 +123,25 @@ def test_linear_decoder_is_additive_and_mlp_is_not():
     assert torch.allclose(lin(a + b) - lin(b), lin(a) - lin(zero), atol=1e-5)
     assert not torch.allclose(mlp(a + b) - mlp(b), mlp(a) - mlp(zero), atol=1e-3)
     assert lin.concept_blocks().shape == (4, 3, 6) and torch.equal(lin.concept_blocks()[1], lin.W[3:6])
+
+
+def test_merged_members_output_the_members_mean_exactly():
+    """An ensemble is one model of the same kind: slots of 1, the members' code rows folded in, hidden layers
+    stacked; its readout rows come from the members' (here their own random W, b)."""
+    g = torch.Generator().manual_seed(0)
+    members = [SupervisedSAE(config(4, 6, d=3, hidden=h), g) for h in (5, 7, 2)]
+    with torch.no_grad():
+        for m in members:
+            m.embed.normal_(generator=g)  # learned codes of either sign, folded into the merged rows
+            m.b1.normal_(generator=g)
+    merged = merge_members(members)
+    assert merged.cfg == config(4, 6, d=3, hidden=14) and torch.equal(merged.slots(), torch.ones(4, 3))
+    with torch.no_grad():
+        merged.W.copy_(member_readout_rows(members, [m.W for m in members]))
+        merged.b.copy_(sum(m.b for m in members) / 3)
+    w = torch.tensor([[1.0, 0, 1, 0], [0.5, -1, 0, 2], [0, 0, 0, 0]])
+    assert torch.allclose(merged(w), sum(m(w) for m in members) / 3, atol=1e-5)
+    assert merge_members(members[:1]) is members[0]
 
 
 # -- SSAE: files ---------------------------------------------------------------------------------
@@ -151,13 +202,29 @@ def test_load_refuses_reshaped_missing_or_extra_tensors(additive, tmp_path):
         ssae.SSAE.load(rewrite(path, tmp_path / "extra.safetensors", lambda t: t | {"model.evil": torch.zeros(1)}))
 
 
+def test_a_file_with_unknown_config_keys_loads_with_a_warning(additive, tmp_path, caplog):
+    """Written by a newer ssae: extra keys in its stored configs are named in a warning, not an error."""
+    path = additive.save(tmp_path / "m.safetensors")
+    t = load_file(str(path))
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    meta["ssae.preprocess"] = json.dumps(json.loads(meta["ssae.preprocess"]) | {"dither": 2})
+    meta["ssae.model"] = json.dumps(json.loads(meta["ssae.model"]) | {"experts": 4})
+    save_file(t, str(tmp_path / "newer.safetensors"), metadata=meta)
+    with caplog.at_level("WARNING"):
+        newer = ssae.SSAE.load(tmp_path / "newer.safetensors")
+    assert "dither" in caplog.text and "experts" in caplog.text and "newer.safetensors" in caplog.text
+    assert torch.equal(newer.compose(MIX), additive.compose(MIX))
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda m: m | {"ssae.format": "ssae/2"}, "not an SSAE file of format 'ssae/1' \\(found 'ssae/2'\\).*upgrade"),
     (lambda m: {k: v for k, v in m.items() if k != "ssae.format"}, "found None"),
     (lambda m: {k: v for k, v in m.items() if k != "ssae.model"}, "no 'ssae.model' metadata"),
     (lambda m: m | {"ssae.vocabulary": '{"a": ["x", "y"]}'}, "model has 9 concepts, vocabulary 2"),
     (lambda m: m | {"ssae.feature_shape": "[50]"}, "decoder writes 48 features, preprocessing keeps 50"),
-    (lambda m: m | {"ssae.preprocess": '{"scale": "log"}'}, "inconsistent metadata.*unknown scale"),
+    (lambda m: m | {"ssae.preprocess": '{"scale": "log"}'},
+     "inconsistent metadata.*PreprocessConfig.scale must be one of .*got 'log'"),
     (lambda m: m | {"ssae.model": '{"n_concepts": 9}'}, "inconsistent metadata"),
 ])
 def test_load_refuses_bad_metadata(additive, tmp_path, change, message):
@@ -174,9 +241,9 @@ def test_a_feature_file_is_not_an_ssae(tmp_path):
 def test_inconsistent_parts_are_refused():
     pre = Preprocessor(6, torch.zeros(6), torch.ones(6))
     with pytest.raises(ModelFileError, match="sizes disagree"):
-        ssae.SSAE(SupervisedSAE(ModelConfig(3, 6)), pre, ssae.Vocabulary({"a": ["x", "y"]}), "s", [6])
+        ssae.SSAE(SupervisedSAE(config(3, 6)), pre, ssae.Vocabulary({"a": ["x", "y"]}), "s", [6])
     with pytest.raises(ModelFileError, match="sizes disagree"):
-        ssae.SSAE(SupervisedSAE(ModelConfig(2, 6)), pre, ssae.Vocabulary({"a": ["x", "y"]}), "s", [7])
+        ssae.SSAE(SupervisedSAE(config(2, 6)), pre, ssae.Vocabulary({"a": ["x", "y"]}), "s", [7])
 
 
 # -- SSAE: compose, reconstruct, edit -------------------------------------------------------------
@@ -257,7 +324,7 @@ def test_edit_refuses_features_of_another_size(additive):
 
 
 def test_unflatten_named_parts_and_plain_shapes():
-    s = SupervisedSAE(ModelConfig(2, 17, d=2, decoder="linear"))
+    s = SupervisedSAE(config(2, 17, d=2, decoder="linear"))
     pre = Preprocessor(17, torch.zeros(17), torch.ones(17))
     m = ssae.SSAE(s, pre, ssae.Vocabulary({"a": ["x", "y"]}), "conditioning", {"cond": [3, 4], "pooled_output": [5]})
     parts = m.unflatten(torch.arange(17.0))
@@ -266,7 +333,7 @@ def test_unflatten_named_parts_and_plain_shapes():
     assert parts["pooled_output"].tolist() == [12, 13, 14, 15, 16]
     batch = m.unflatten(torch.zeros(2, 5, 17))
     assert batch["cond"].shape == (2, 5, 3, 4) and batch["pooled_output"].shape == (2, 5, 5)
-    plain = ssae.SSAE(SupervisedSAE(ModelConfig(2, 12, decoder="linear")),
+    plain = ssae.SSAE(SupervisedSAE(config(2, 12, decoder="linear")),
                       Preprocessor(12, torch.zeros(12), torch.ones(12)), ssae.Vocabulary({"a": ["x", "y"]}),
                       "block", [3, 4])
     assert plain.unflatten(torch.zeros(7, 12)).shape == (7, 3, 4)

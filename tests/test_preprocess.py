@@ -9,10 +9,11 @@ X = torch.randn(40, 7, generator=torch.Generator().manual_seed(0)) * torch.arang
 
 
 def test_config_validation():
-    with pytest.raises(SSAEError, match="unknown scale 'log'"):
+    with pytest.raises(SSAEError, match="PreprocessConfig.scale must be one of 'standard', .* got 'log'"):
         PreprocessConfig(scale="log")
-    with pytest.raises(SSAEError, match="top_k must be a positive"):
-        PreprocessConfig(top_k=0)
+    for bad in (0, 2.5, True):
+        with pytest.raises(SSAEError, match=f"PreprocessConfig.top_k must be an integer >= 1 or None, got {bad}"):
+            PreprocessConfig(top_k=bad)
 
 
 def test_stats_over_chunks_equal_stats_over_all_rows():

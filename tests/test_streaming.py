@@ -1,7 +1,6 @@
 """Out-of-core training: the gram solver reads the rows from the shards one column block per pass and
 gives the model that in-memory training gives."""
 import sys
-from dataclasses import replace
 
 import pytest
 import torch
@@ -9,11 +8,11 @@ from builders import VOCAB, make_features
 from safetensors.torch import save_file
 
 import ssae
-from ssae.safefile import read_header
 from ssae.errors import SSAEError
-from ssae.train import PRESETS, with_overrides
+from ssae.presets import PRESETS, with_overrides
+from ssae.safefile import read_header
 
-TRAIN = sys.modules["ssae.train"]  # `ssae.train` is the function
+ROWS = sys.modules["ssae.rows"]
 
 
 @pytest.fixture
@@ -51,10 +50,10 @@ def test_streaming_is_chosen_when_the_rows_would_not_fit(sharded, monkeypatch):
     reads = []
     real = type(sharded).column_blocks
     monkeypatch.setattr(type(sharded), "column_blocks", lambda *a, **k: reads.append(1) or real(*a, **k))
-    monkeypatch.setattr(TRAIN, "_free_memory", lambda dev: 1 << 40)
+    monkeypatch.setattr(ROWS, "free_memory", lambda dev: 1 << 40)
     ssae.train(sharded, PRESETS["additive"])
     assert not reads, "rows that fit are held in memory"
-    monkeypatch.setattr(TRAIN, "_free_memory", lambda dev: 1000)
+    monkeypatch.setattr(ROWS, "free_memory", lambda dev: 1000)
     ssae.train(sharded, PRESETS["additive"])
     assert reads, "rows that would fill the memory are streamed"
 

@@ -10,8 +10,10 @@ import ssae
 from ssae import SSAEError
 from ssae.metrics import evaluate
 from ssae.model import SupervisedSAE
+from ssae.presets import PRESETS, Recipe, TrainConfig, with_overrides
+from ssae.rows import holdout
 from ssae.safefile import read_header
-from ssae.train import PRESETS, TrainConfig, pick_device, train, with_overrides
+from ssae.train import pick_device, train
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +39,45 @@ class Stop(Exception):
     pass
 
 
-def test_config_validation_and_overrides():
-    with pytest.raises(SSAEError, match="unknown solver 'lbfgs'"):
-        TrainConfig(solver="lbfgs")
-    for bad in (dict(epochs=-1), dict(batch_size=0), dict(val_fraction=1.0)):
-        with pytest.raises(SSAEError, match="invalid training settings"):
-            TrainConfig(**bad)
+@pytest.mark.parametrize("bad, message", [
+    (dict(solver="lbfgs"), "TrainConfig.solver must be one of 'gram', 'adam', got 'lbfgs'"),
+    (dict(optimizer="sgd"), "TrainConfig.optimizer must be one of 'lbfgs', 'adam', got 'sgd'"),
+    (dict(epochs=-1), "TrainConfig.epochs must be an integer >= 0, got -1"),
+    (dict(epochs=2.0), "TrainConfig.epochs must be an integer >= 0, got 2.0"),
+    (dict(batch_size=0), "TrainConfig.batch_size must be an integer >= 1 or None, got 0"),
+    (dict(checkpoint_every=0), "TrainConfig.checkpoint_every must be an integer >= 1, got 0"),
+    (dict(members=0), "TrainConfig.members must be an integer >= 1, got 0"),
+    (dict(lbfgs_steps=0), "TrainConfig.lbfgs_steps must be an integer >= 1, got 0"),
+    (dict(val_fraction=1.0), "TrainConfig.val_fraction must be a finite number in \\[0, 1\\), got 1.0"),
+    (dict(lr=0.0), "TrainConfig.lr must be a finite number in \\(0, inf\\), got 0.0"),
+    (dict(lr_end=float("nan")), "TrainConfig.lr_end must be a finite number"),
+    (dict(ridge=-1.0), "TrainConfig.ridge must be a finite number in \\[0, inf\\), got -1.0"),
+    (dict(ridge_grid=()), "TrainConfig.ridge_grid must be a non-empty list"),
+    (dict(ridge_grid=(0.1, -1.0)), "TrainConfig.ridge_grid\\[\\] must be a finite number"),
+    (dict(energy=0.0), "TrainConfig.energy must be a finite number in \\(0, 1\\]"),
+    (dict(min_delta=1.0), "TrainConfig.min_delta must be a finite number in \\[0, 1\\)"),
+    (dict(patience=-1), "TrainConfig.patience must be an integer >= 0"),
+    (dict(stream="yes"), "TrainConfig.stream must be true or false or None, got 'yes'"),
+    (dict(device="gpu"), "TrainConfig.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
+])
+def test_train_config_validates_every_field(bad, message):
+    with pytest.raises(SSAEError, match=message):
+        TrainConfig(**bad)
+
+
+def test_recipe_validation_and_overrides():
+    with pytest.raises(SSAEError, match="members=4 needs the gram solver.*use members=1"):
+        with_overrides(PRESETS["paper"], members=4)
+    with pytest.raises(SSAEError, match="ridge_grid picks the penalty of one model's readout"):
+        with_overrides(PRESETS["default"], ridge_grid=(0.1,))
+    with pytest.raises(SSAEError, match="Recipe.train must be a TrainConfig, got dict"):
+        Recipe(train={"epochs": 3})
     r = with_overrides(PRESETS["default"], epochs=3, seed=None, device="cpu")
-    assert r.train.epochs == 3 and r.train.seed == 0 and r.train.device == "cpu" and r.decoder == "mlp"
+    assert r.train.epochs == 3 and r.train.seed == 0 and r.train.device == "cpu" and r.model.decoder == "mlp"
     assert with_overrides(PRESETS["paper"], epochs=None) is PRESETS["paper"]
     assert PRESETS["paper"].train.batch_size == 16 and PRESETS["additive"].train.epochs == 0
     assert set(PRESETS) >= {"default", "additive", "paper", "paper-trainable", "paper-ils"}
+    assert all(Recipe.from_dict(r.to_dict()) == r for r in PRESETS.values()), "a stored recipe reads back"
 
 
 def test_pick_device():
@@ -66,12 +96,25 @@ def test_same_seed_same_model(interacting_data):
     assert not all(torch.equal(weights(a)[k], c[k]) for k in c)
 
 
+def test_only_the_merged_model_holds_a_full_readout(interacting_data, monkeypatch):
+    """Members are fitted without a readout of their own (at SD3.5 size each would hold gigabytes of zeros):
+    only the merged model, whose readout is solved, is built with every feature column."""
+    built = []
+    init = SupervisedSAE.__init__
+    monkeypatch.setattr(SupervisedSAE, "__init__", lambda self, cfg, *a, **k: built.append(cfg.n_features) or
+                        init(self, cfg, *a, **k))
+    r = train(interacting_data, with_overrides(PRESETS["default"], epochs=2))
+    assert built.count(interacting_data.n_features) == 1 and set(built) == {1, interacting_data.n_features}
+    assert r.ssae.model.W.shape == (interacting_data.vocabulary.n_concepts + 4 * 128, interacting_data.n_features)
+
+
 def test_result_records_what_was_trained(interacting_data):
     r = train(interacting_data, with_overrides(PRESETS["default"], epochs=3))
     info = r.ssae.info
     assert info["training"]["split"] == "train"
     assert info["training"]["n_train"] == len(interacting_data.indices("train"))
-    assert info["training"]["decoder"] == "mlp" and info["history"] == r.history and info["best_epoch"] == r.best_epoch
+    assert info["training"]["model"]["decoder"] == "mlp" and info["history"] == r.history
+    assert info["best_epoch"] == r.best_epoch and len(info["best_epochs"]) == PRESETS["default"].train.members
     assert r.ssae.site == "test.site" and r.ssae.vocabulary == interacting_data.vocabulary and r.seconds > 0
     on_test = train(interacting_data, with_overrides(PRESETS["additive"]), split="test")
     assert on_test.ssae.info["training"]["n_train"] == len(interacting_data.indices("test"))
@@ -84,7 +127,10 @@ def test_additive_preset_recovers_additive_data_on_heldout_pairs(additive_data):
 
 def test_gram_solver_fits_additive_data_on_heldout_pairs(additive_data):
     r = train(additive_data, with_overrides(PRESETS["default"], epochs=15))
-    assert r.history[-1]["loss"] < r.history[0]["loss"], "the gram objective goes down"
+    for member in range(PRESETS["default"].train.members):
+        own = [h["loss"] for h in r.history if h["member"] == member]
+        assert all(b <= a for a, b in zip(own, own[1:])), "L-BFGS never goes up"
+        assert own[-1] < 1e-3, "down to the noise"
     assert evaluate(r.ssae, additive_data, "test")["explained_variance"] > 0.95
 
 
@@ -98,15 +144,29 @@ def test_default_decoder_beats_additive_when_concepts_interact(interacting_data)
 
 def test_progress_is_reported_once_per_epoch_with_the_loss(interacting_data):
     seen = []
-    r = train(interacting_data, with_overrides(PRESETS["default"], epochs=7),
+    r = train(interacting_data, with_overrides(PRESETS["default"], epochs=7, members=3, patience=0),
               progress=lambda e, total, info: seen.append((e, total, info)))
-    assert [e for e, _, _ in seen] == list(range(1, 8)) and all(t == 7 for _, t, _ in seen)
+    assert [e for e, _, _ in seen] == list(range(1, 22)) and all(t == 21 for _, t, _ in seen)
     assert [info for _, _, info in seen] == r.history
+    assert [info["member"] for _, _, info in seen] == [0] * 7 + [1] * 7 + [2] * 7
     assert all(math.isfinite(info["loss"]) and info["val"] is not None for _, _, info in seen)
+    first = [info for _, _, info in seen if info["member"] == 0]
+    assert all(h["ensemble"] == h["val"] for h in first), "one member: the ensemble is that member"
+    assert all(0 < h["ensemble"] < 1 for h in r.history)
+
+
+def test_early_stopping_ends_each_member_when_validation_stops_improving(interacting_data):
+    r = train(interacting_data, with_overrides(PRESETS["default"], epochs=40, min_delta=0.5, patience=2))
+    for member in range(PRESETS["default"].train.members):
+        vals = [h["val"] for h in r.history if h["member"] == member]
+        assert 3 <= len(vals) < 40, "stopped once two epochs did not halve the loss"
+        assert not any(v < 0.5 * min(vals[:-2]) for v in vals[-2:])
+    assert r.best_epoch == min((h for h in r.history if h["member"] == 3), key=lambda h: h["val"])["epoch"]
 
 
 def test_no_validation_rows_means_no_early_stopping(interacting_data):
-    r = train(interacting_data, with_overrides(PRESETS["default"], epochs=4, val_fraction=0.0, patience=1))
+    r = train(interacting_data, with_overrides(PRESETS["default"], epochs=4, members=1, val_fraction=0.0,
+                                               patience=1))
     assert len(r.history) == 4 and all(h["val"] is None for h in r.history) and r.best_epoch == 4
 
 
@@ -129,8 +189,8 @@ def test_paper_loop_runs_in_batches_of_16(additive_data, monkeypatch):
     n_train = len(additive_data.indices("train"))
     n_val = int(n_train * 0.1)
     n_fit = n_train - n_val
-    per_epoch = [16] * (n_fit // 16) + ([n_fit % 16] if n_fit % 16 else []) + [n_val]
-    assert calls == per_epoch * 3, "minibatches of 16 in order, then one validation pass"
+    per_epoch = [16] * (n_fit // 16) + ([n_fit % 16] if n_fit % 16 else [])
+    assert calls == per_epoch * 3, "minibatches of 16 in order (validation decodes the concept codes)"
 
 
 @pytest.mark.parametrize("preset", ["paper", "paper-trainable", "paper-ils"])
@@ -139,6 +199,51 @@ def test_paper_presets_run(interacting_data, preset):
     assert len(r.history) == 3 and all(math.isfinite(h["loss"]) for h in r.history)
     assert torch.isfinite(r.ssae.compose({"blond": 1.0})).all()
     assert r.ssae.pre.config.scale == "minmax" and r.ssae.model.cfg.decoder == "linear"
+
+
+@pytest.mark.parametrize("preset", ["paper-trainable", "paper-ils"])
+def test_sample_codes_never_use_the_validation_rows_codes(interacting_data, preset, monkeypatch):
+    """Issue #11 item 8: the validation rows' own codes are never trained, so neither the stored concept codes
+    (means over the fit rows), nor the readout, nor the validation loss that picks the best epoch may use them.
+    Two runs whose validation rows start from different codes must give the same model."""
+    recipe = with_overrides(PRESETS[preset], epochs=4)
+    n = len(interacting_data.indices("train"))
+    _, val = holdout(n, recipe.train.val_fraction, recipe.train.seed)
+    init = SupervisedSAE.__init__
+
+    def run(value):
+        def patched(self, cfg, generator=None, random_readout=True):
+            init(self, cfg, generator, random_readout)
+            if cfg.n_samples:
+                with torch.no_grad():
+                    self.sample_code[val] = value
+        monkeypatch.setattr(SupervisedSAE, "__init__", patched)
+        return train(interacting_data, recipe)
+
+    a, b = run(0.05), run(5.0)
+    assert len(val) > 0 and a.history == b.history
+    stored = lambda r: {k: v for k, v in weights(r).items() if k != "sample_code"}  # noqa: E731 (what a file holds)
+    assert same_weights(stored(a), stored(b), atol=0), "the stored model depends on the validation rows' codes"
+
+
+def test_additive_picks_its_ridge_on_the_validation_rows(interacting_data):
+    """The penalty the additive preset picks is the one whose readout, fitted on the fit rows, predicts the
+    validation rows best: checked here against plain ridge fits, one per penalty."""
+    from ssae.ridge import ridge_fit
+    r = train(interacting_data, PRESETS["additive"])
+    grid = PRESETS["additive"].train.ridge_grid
+    assert r.ssae.info["training"]["chosen_ridge"] in grid and r.history == []
+    Y = r.ssae.pre.transform(interacting_data.load(interacting_data.indices("train"))).double()
+    M = interacting_data.mask(interacting_data.indices("train")).double()
+    fit, val = holdout(len(M), 0.1, 0)
+    errors = []
+    for ridge in grid:
+        W, b = ridge_fit(M[fit], Y[fit], ridge)
+        errors.append(float(((M[val] @ W + b - Y[val]) ** 2).sum()))
+    assert r.ssae.info["training"]["chosen_ridge"] == grid[errors.index(min(errors))]
+    W, b = ridge_fit(M, Y, r.ssae.info["training"]["chosen_ridge"])  # then refitted on every training row
+    assert torch.allclose(r.ssae.model.W.double(), W, atol=1e-4) and torch.allclose(r.ssae.model.b.double(), b,
+                                                                                      atol=1e-4)
 
 
 def test_divergence_is_reported(interacting_data):
@@ -172,8 +277,21 @@ def test_interrupted_run_resumes_to_the_same_model(interacting_data, tmp_path, p
     assert resumed.best_epoch == full.best_epoch
 
 
+def test_a_run_interrupted_in_a_later_member_resumes_to_the_same_model(interacting_data, tmp_path):
+    recipe = with_overrides(PRESETS["default"], epochs=5, members=3, checkpoint_every=3, patience=0)
+    full = train(interacting_data, recipe)
+    ckpt = tmp_path / "ckpt.safetensors"
+    with pytest.raises(Stop):
+        train(interacting_data, recipe, progress=crash_at(12), checkpoint=ckpt)  # member 2, its second epoch
+    names, meta = read_header(ckpt)
+    assert meta["epoch"] == "12" and meta["member"] == "2" and meta["n_members"] == "2"
+    assert {n.split(".")[0] for n in names} == {"member", "model", "best", "optim"}
+    resumed = train(interacting_data, recipe, checkpoint=ckpt)
+    assert same_weights(weights(full), weights(resumed)) and resumed.history == full.history
+
+
 def test_checkpoint_every_writes_periodically(interacting_data, tmp_path):
-    recipe = with_overrides(PRESETS["default"], epochs=6, checkpoint_every=4)
+    recipe = with_overrides(PRESETS["default"], epochs=6, members=1, checkpoint_every=4, patience=0)
     ckpt = tmp_path / "ckpt.safetensors"
     epochs_on_disk = []
     train(interacting_data, recipe, checkpoint=ckpt,

@@ -151,3 +151,19 @@ def test_cancel_keeps_history_and_requeue_resumes(comfy: Comfy):
     final = ssae.SSAE.load(saved).info["history"]
     assert [h["epoch"] for h in final] == list(range(epochs)), "the resumed model's history has every epoch"
     assert final[:stopped] == history, "the epochs before the cancel are the ones the cancelled run recorded"
+
+
+def test_default_preset_shows_validation_ev_and_stops_by_itself(comfy: Comfy):
+    """SSAETrain with the preset's own epochs (0): the node's text reports the validation EV, and early stopping
+    ends the members before their epoch budget on data that one epoch fits."""
+    name = "stops_by_itself"
+    write_training_set(comfy.feature_folder(name))
+    entry = comfy.run({"train": {"class_type": "SSAETrain", "inputs": {"features": name, "preset": "default",
+                                                                       "epochs": 0, "seed": 0, "device": "cpu"}},
+                       "save": {"class_type": "SSAESave", "inputs": {"ssae": ["train", 0], "filename": "stopped"}}})
+    text = " ".join(entry["outputs"]["train"]["text"])
+    ev = float(re.search(r"validation EV (\S+)", text).group(1).rstrip(","))
+    assert 0.9 < ev <= 1.0, text
+    history = ssae.SSAE.load(comfy.base / "models" / "ssae" / "stopped.safetensors").info["history"]
+    cfg = ssae.PRESETS["default"].train
+    assert len(history) < cfg.members * cfg.epochs and {h["member"] for h in history} == set(range(cfg.members))
