@@ -26,10 +26,11 @@ less regularised than that baseline."""
 class TrainConfig:
     """How to fit; stored in the SSAE file as part of `ssae.training`."""
 
-    solver: Literal["gram", "adam"] = "gram"
+    solver: Literal["gram", "adam", "mean"] = "gram"
     """gram: the readout W is the ridge solution for the current code, so the loss depends on the data only
     through the N x N Gram matrix, and only the code and hidden layer are optimised; adam: W is learned with
-    the rest by minibatch Adam on the plain MSE (the reference loop)."""
+    the rest by minibatch Adam on the plain MSE (the reference loop); mean: nothing is fitted, each concept's
+    row of W is the mean of its samples minus the mean of all (a steering baseline, no SSAE)."""
     optimizer: Literal["lbfgs", "adam"] = "lbfgs"
     """gram solver: L-BFGS with a strong Wolfe line search on the full-batch objective (`lbfgs_steps`
     iterations an epoch), or Adam with the linear lr schedule (one step an epoch). The adam solver always
@@ -79,7 +80,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         o = "TrainConfig"
-        check_choice(o, "solver", self.solver, ("gram", "adam"))
+        check_choice(o, "solver", self.solver, ("gram", "adam", "mean"))
         check_choice(o, "optimizer", self.optimizer, ("lbfgs", "adam"))
         for name, low in (("epochs", 0), ("lbfgs_steps", 1), ("members", 1), ("patience", 0), ("seed", 0),
                           ("checkpoint_every", 1)):
@@ -130,9 +131,12 @@ class Recipe:
                             "differ only in their hidden layers): use members=1 with this recipe")
         if t.ridge_grid and t.members > 1:
             raise SSAEError("ridge_grid picks the penalty of one model's readout: use members=1 with it")
-        if t.stream and (t.solver != "gram" or self.preprocess.top_k is not None):
-            raise SSAEError("streaming needs the gram solver on all columns (a top-k selection fits in memory): "
-                            "use the default preset, or drop --stream")
+        if t.solver == "mean" and (m.decoder != "linear" or m.code != "concept" or m.d != 1 or t.members != 1):
+            raise SSAEError("the mean solver sets a linear decoder's rows to concept means: use decoder='linear', "
+                            "code='concept', d=1 and members=1 with it")
+        if t.stream and (t.solver == "adam" or self.preprocess.top_k is not None):
+            raise SSAEError("streaming needs the gram or mean solver on all columns (a top-k selection fits in "
+                            "memory): use the default preset, or drop --stream")
 
     def model_config(self, n_concepts: int, n_features: int, n_samples: int) -> ModelConfig:
         return ModelConfig.of(self.model, n_concepts, n_features, n_samples if self.model.code == "sample" else 0)
@@ -159,11 +163,15 @@ PRESETS: dict[str, Recipe] = {
     "paper-ils": Recipe(model=DecoderConfig(code="sample", activation="relu", decoder="linear"), preprocess=_PAPER_PREP,
                         train=TrainConfig(solver="gram", optimizer="adam", members=1, train_code=True, lr=1e-3,
                                           lr_end=1e-4, epochs=100, patience=0, min_delta=0.0, ridge=0.1)),
+    "mean-difference": Recipe(model=DecoderConfig(d=1, decoder="linear"),
+                              train=TrainConfig(solver="mean", epochs=0, members=1, val_fraction=0.0)),
 }
 """default: an ensemble of mlp decoders (hidden 128 each) over the concept weights, the readout solved, the
 hidden layers by L-BFGS, all dimensions standardised. additive: the closed-form linear decoder, its ridge
 penalty picked on the validation rows. paper*: the three variants of the reference code with its loop and
-preprocessing."""
+preprocessing. mean-difference: no SSAE, the baseline it is measured against: each concept's vector is the
+mean of its samples minus the mean of all, so an edit adds mean(new) - mean(old), a Concept-Sliders-like
+steering direction."""
 
 
 def with_overrides(recipe: Recipe, **train_overrides) -> Recipe:

@@ -79,12 +79,12 @@ def column_blocks(Y: Rows, chunk: int = 1 << 15, lo: int = 0, hi: int | None = N
 
 def streams(stream: bool | None, solver: str, preprocess: PreprocessConfig, n_values: int, dev: torch.device) -> bool:
     """Whether to stream the training rows: as asked, or when they would fill half the free memory."""
-    if stream and (solver != "gram" or preprocess.top_k is not None):
-        raise SSAEError("streaming needs the gram solver on all columns (a top-k selection fits in memory): "
+    if stream and (solver == "adam" or preprocess.top_k is not None):
+        raise SSAEError("streaming needs the gram or mean solver on all columns (a top-k selection fits in memory): "
                         "use the default preset, or drop --stream")
     if stream is not None:
         return stream
-    if solver != "gram" or preprocess.top_k is not None:
+    if solver == "adam" or preprocess.top_k is not None:
         return False
     return n_values * 4 > free_memory(dev) // 2
 

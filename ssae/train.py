@@ -31,7 +31,7 @@ from .objectives import GramFactor, GramObjective, MSEObjective, Objective
 from .preprocess import FeatureStats, Preprocessor
 from .presets import PRESETS, Recipe, TrainConfig, with_overrides
 from .readout import solve_readout, solve_readout_picking_ridge
-from .rows import StreamedRows, holdout, preprocessed_rows, streams
+from .rows import StreamedRows, column_blocks, holdout, preprocessed_rows, streams
 from .ssae_file import SSAE
 from .store import FeatureSet
 
@@ -119,7 +119,7 @@ def train(data: FeatureSet, recipe: Recipe = Recipe(), split: str = "train", pro
 
     trainer = Trainer(cfg, progress if rank == 0 else None, checkpoint, _fingerprint(data, rows, recipe, world),
                       writer=rank == 0)
-    fit_model = _fit_gram if cfg.solver == "gram" else _fit_adam
+    fit_model = {"gram": _fit_gram, "adam": _fit_adam, "mean": _fit_mean}[cfg.solver]
     model, chosen_ridge = fit_model(s, cfg, trainer, new_member)
     model.finalize_sample_codes(s.mask[s.fit], s.ids[s.fit])
     if world > 1:  # every rank holds a slice of the readout's columns: make the model whole
@@ -174,6 +174,21 @@ def _fit_adam(s: Staged, cfg: TrainConfig, trainer: Trainer, new_member: Callabl
         solve_readout([model], model, s.Y, s.mask, s.ids, s.fit, cfg.ridge)
     objective = MSEObjective(s.Y, s.mask, s.ids, s.fit, s.val, cfg.batch_size, cfg.amp)
     return trainer.run(objective, new_member, _trainable(model, False), 1, first=model)[0], None
+
+
+@torch.no_grad()
+def _fit_mean(s: Staged, cfg: TrainConfig, trainer: Trainer, new_member: Callable[[int], SupervisedSAE],
+              chunk: int = 1 << 15):
+    """The mean solver (the mean-difference baseline): b is the mean of the training rows and W's row of a
+    concept the mean of the rows that have it minus b; nothing is optimised. Returns (model, None)."""
+    model = new_member(0)
+    m = s.mask.float()
+    per_concept = m.T / m.sum(0).clamp_min(1)[:, None]  # [K, n]: each concept's mean over its rows
+    for a, Yc in column_blocks(s.Y, chunk):
+        mean = Yc.mean(0)
+        model.W[:, a:a + Yc.shape[1]] = per_concept @ Yc - mean
+        model.b[a:a + Yc.shape[1]] = mean
+    return model, None
 
 
 def _concept_counts(vocabulary, mask: torch.Tensor) -> dict[str, int]:

@@ -357,3 +357,31 @@ def test_interrupt_inside_an_epoch_resumes_to_the_same_model(interacting_data, t
     resumed = train(interacting_data, recipe, checkpoint=ckpt)
     assert resumed.history == full.history
     assert same_weights(weights(full), weights(resumed))
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["held", "streamed"])
+def test_mean_difference_preset_edits_by_the_difference_of_class_means(interacting_data, stream):
+    """The steering baseline fits nothing: an edit adds mean(x | new) - mean(x | old) over the training rows,
+    whatever the context, and composing gives the mean plus each concept's offset from it."""
+    r = train(interacting_data, with_overrides(PRESETS["mean-difference"], stream=stream))
+    rows = interacting_data.indices("train")
+    x = interacting_data.load(rows).double()
+    labels = [interacting_data.labels[i] for i in rows.tolist()]
+
+    def mean_of(concept):
+        return x[[concept in ls for ls in labels]].mean(0)
+
+    old, new = "A blond girl", "A brunette girl"
+    expected = mean_of(new) - mean_of(old)
+    for context in (None, ["A blond girl", "at a market", "and a hat", "looking to the left"]):
+        got = r.ssae.delta({new: 1.0}, {old: 1.0}, context=context).double()
+        assert torch.allclose(got, expected, atol=1e-4), context
+    combo = ["A brunette girl", "on a boat", "and a hat", "looking to the right"]
+    composed = r.ssae.compose(combo).double()
+    assert torch.allclose(composed, x.mean(0) + sum(mean_of(c) - x.mean(0) for c in combo), atol=1e-4)
+    assert r.history == [] and r.ssae.info["training"]["train"]["solver"] == "mean"
+
+
+def test_mean_solver_refuses_a_decoder_it_cannot_set():
+    with pytest.raises(SSAEError, match="mean solver"):
+        Recipe(train=TrainConfig(solver="mean", members=1))
