@@ -216,12 +216,14 @@ def main() -> None:
             got.append(r)
 
     def fastest(runs: list[dict]) -> dict:  # the least disturbed repeat (the results are deterministic)
-        if runs[0].get("curve"):
-            best = max(runs[0]["curve"], key=lambda c: c["ev"])["ev"]
-            key = lambda r: next(c["train_s"] for c in r["curve"] if c["ev"] >= best - 1e-9)
-        else:
-            key = lambda r: r["train_s"]
-        return min(runs, key=key) | {"repeat_train_s": [r["train_s"] for r in runs]}
+        best = max(runs[0]["curve"], key=lambda c: c["ev"])["ev"] if runs[0].get("curve") else None
+
+        def seconds(r: dict) -> float:  # to the best EV along the curve, or the whole run
+            if best is None:
+                return r["train_s"]
+            return next(c["train_s"] for c in r["curve"] if c["ev"] >= best - 1e-9)
+
+        return min(runs, key=seconds) | {"repeat_train_s": [r["train_s"] for r in runs]}
 
     chosen = [fastest(t) for t in tries]
     baselines, additive, default_runs = chosen[:2], chosen[2], chosen[3:]

@@ -42,7 +42,9 @@ class SSAETrain(io.ComfyNode):
                                tooltip="A feature set saved by SSAE Save Features."),
                 io.Combo.Input("preset", options=sorted(PRESETS), default="default",
                                tooltip="default: an ensemble of small MLP decoders, seconds on a CPU; additive: the "
-                                       "closed-form linear decoder; paper*: the reference code's loops."),
+                                       "closed-form linear decoder; paper*: the reference code's loops; "
+                                       "mean-difference: no SSAE, per-concept mean-difference steering vectors "
+                                       "(a baseline)."),
                 io.Int.Input("epochs", default=0, min=0, max=100000,
                              tooltip="Most epochs per member; 0: the preset's own. Training stops earlier once the "
                                      "validation loss stops improving."),

@@ -8,6 +8,9 @@ import sys
 import time
 
 from ..errors import SSAEError
+from .evaluate import EvaluateSettings
+
+EVALUATE = EvaluateSettings()
 
 
 def cmd_build(a: argparse.Namespace) -> int:
@@ -27,6 +30,19 @@ def cmd_probe(a: argparse.Namespace) -> int:
     report = probe(ComfyClient(a.url), load_world(a.dir), a.out, cases=a.cases, seed=a.seed,
                    progress=not a.no_progress)
     print(json.dumps(report) if a.json else report["markdown"])
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from .build import load_world
+    from .comfy_client import ComfyClient
+    from .evaluate import EvaluateSettings, evaluate
+    settings = EvaluateSettings(cases=a.cases, compose_seeds=a.compose_seeds, block_site=a.block_site,
+                                block_seeds=a.block_seeds, strength=a.strength,
+                                block_strength=a.block_strength, block_end=a.block_end, seed=a.seed, prompts=a.prompts,
+                                compose_cases=a.compose_cases)
+    report = evaluate(ComfyClient(a.url), load_world(a.dir), a.out, settings, progress=not a.no_progress)
+    print(json.dumps({k: v for k, v in report.items() if k != "markdown"}) if a.json else report["markdown"])
     return 0
 
 
@@ -50,6 +66,28 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--json", action="store_true")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(fn=cmd_probe)
+    e = sub.add_parser("evaluate", help="the paper's loop through a running ComfyUI (capture, train, edit, compose) "
+                                        "and its images read in pixels")
+    e.add_argument("dir")
+    e.add_argument("--url", required=True, help="the ComfyUI server, e.g. http://127.0.0.1:8188")
+    e.add_argument("--out", default=None, help="folder for the grid, table and JSON (default DIR/evaluate)")
+    e.add_argument("--cases", type=int, default=EVALUATE.cases, help="(prompt, seed, swap) edit cases")
+    e.add_argument("--compose-seeds", type=int, default=EVALUATE.compose_seeds,
+                   help="seeds per held-out combination composed")
+    e.add_argument("--compose-cases", type=int, default=None, help="at most this many held-out compose cases")
+    e.add_argument("--prompts", type=int, default=None,
+                   help="prompts in the captured training sets (default: every combination of the world)")
+    e.add_argument("--block-site", default=EVALUATE.block_site, help="the joint block stream to capture and patch")
+    e.add_argument("--block-seeds", type=int, default=EVALUATE.block_seeds,
+                   help="sampling runs per prompt captured at the block")
+    e.add_argument("--strength", type=float, default=EVALUATE.strength, help="the conditioning edit's strength")
+    e.add_argument("--block-strength", type=float, default=EVALUATE.block_strength, help="the block edit's strength")
+    e.add_argument("--block-end", type=float, default=EVALUATE.block_end,
+                   help="the block edit acts until this fraction of the schedule")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(fn=cmd_evaluate)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if a.threads:

@@ -38,6 +38,9 @@ FILES = {"text_encoder": "text_encoders/world_clip_l.safetensors",
          "vae_decoder": "vae_approx/taesd3_decoder.safetensors",
          "diffusion_model": "diffusion_models/world_mmdit.safetensors"}
 """Artefact -> path under DIR/models (ComfyUI's folder names; the VAE's names are fixed by VAELoader)."""
+COMFY_NAMES = {"clip_name": Path(FILES["text_encoder"]).name, "vae_name": "taesd3",
+               "unet_name": Path(FILES["diffusion_model"]).name}
+"""The names ComfyUI's loaders take: clip_name (CLIPLoader, type sd3), vae_name, unet_name (UNETLoader)."""
 CONDITIONING_CACHE = "cache/conditioning.safetensors"
 HASH_KEY = "ssae.world.hash"
 
@@ -66,9 +69,7 @@ class BuiltWorld:
 
     @property
     def comfy_names(self) -> dict[str, str]:
-        """The names ComfyUI's loaders take: clip_name (type sd3), vae_name, unet_name."""
-        return {"clip_name": Path(FILES["text_encoder"]).name, "vae_name": "taesd3",
-                "unet_name": Path(FILES["diffusion_model"]).name}
+        return COMFY_NAMES
 
     def to_json(self) -> dict:
         return {"format": WORLD_FORMAT, "hash": self.hashes["world"], "hashes": self.hashes,
