@@ -2,6 +2,8 @@
 
 Widget order comes from a running ComfyUI's /object_info, so the files match the host exactly:
     python scripts/build_example_workflows.py --url http://127.0.0.1:8188
+The world_* workflows are the graphs `python -m ssae.world evaluate` queues (ssae.world.graphs), for the built
+concept world (docs/WORLD.md).
 """
 from __future__ import annotations
 
@@ -9,6 +11,12 @@ import argparse
 import json
 import urllib.request
 from pathlib import Path
+
+from ssae.world.build import COMFY_NAMES
+from ssae.world.evaluate import EditCase, EvaluateSettings, edit_graph
+from ssae.world.graphs import capture_block_graph, capture_conditioning_graph, train_graph
+from ssae.world.recipe import WorldRecipe
+from ssae.world.scene import make_world
 
 OUT = Path(__file__).resolve().parents[1] / "example_workflows"
 CKPT = "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors"
@@ -18,6 +26,8 @@ COND_SET, COND_SSAE = "portraits_conditioning", "sd35m_conditioning_portraits"
 BLOCK_SET, BLOCK_SSAE = "portraits_block12_img", "sd35m_block12_img_portraits"
 """The loop's names: build_training_set writes COND_SET, train_ssae turns it into COND_SSAE, which the compose
 and edit workflows load; capture_block_features -> BLOCK_SET -> train_ssae_block -> BLOCK_SSAE likewise."""
+WORLD_COND, WORLD_BLOCK = "world_conditioning", "world_joint_blocks_0_txt"
+"""The world loop's feature sets, and the SSAEs trained on them (same names)."""
 SAMPLER = {"seed": 42, "steps": 28, "cfg": 4.5, "sampler_name": "euler", "scheduler": "sgm_uniform", "denoise": 1.0}
 
 
@@ -33,7 +43,7 @@ def sd35_tail(positive, model=("ckpt", 0)) -> dict:
     }
 
 
-WORKFLOWS = {
+PORTRAITS = {
     "compose_unseen_mix": {
         "ckpt": ("CheckpointLoaderSimple", {"ckpt_name": CKPT}),
         "ssae": ("SSAELoader", {"ssae_name": COND_SSAE + ".safetensors"}),
@@ -71,7 +81,7 @@ WORKFLOWS = {
                                        "if_exists": "replace"}),
     },
     "train_ssae": {
-        "train": ("SSAETrain", {"features": COND_SET, "preset": "default", "epochs": 300, "seed": 0,
+        "train": ("SSAETrain", {"features": COND_SET, "preset": "default", "epochs": 0, "seed": 0,
                                 "device": "auto"}),
         "save": ("SSAESave", {"ssae": ("train", 0), "filename": COND_SSAE}),
         "curve": ("PreviewImage", {"images": ("train", 1)}),
@@ -88,12 +98,47 @@ WORKFLOWS = {
                                        "split": "auto", "if_exists": "replace"}),
     },
     "train_ssae_block": {
-        "train": ("SSAETrain", {"features": BLOCK_SET, "preset": "default", "epochs": 300, "seed": 0,
+        "train": ("SSAETrain", {"features": BLOCK_SET, "preset": "default", "epochs": 0, "seed": 0,
                                 "device": "auto"}),
         "save": ("SSAESave", {"ssae": ("train", 0), "filename": BLOCK_SSAE}),
         "curve": ("PreviewImage", {"images": ("train", 1)}),
     },
 }
+
+
+def from_api(graph: dict) -> dict:
+    """An API-format graph (as ssae.world.graphs writes it) -> a compact spec."""
+    return {key: (node["class_type"], {k: tuple(v) if isinstance(v, list) else v for k, v in node["inputs"].items()})
+            for key, node in graph.items()}
+
+
+def world_workflows() -> dict[str, dict]:
+    """The concept world's loop: every prompt's conditioning and joint block 0's text stream captured (one press
+    each), both SSAEs trained (one press), then a red object made blue at both sites from one seed."""
+    recipe = WorldRecipe()
+    world, names = make_world(recipe.heldout_pairs, recipe.world_seed), COMFY_NAMES
+    vocabulary = json.dumps(world.vocabulary.categories)
+    heldout = "; ".join(" + ".join(p) for p in world.heldout_pairs)
+    n, site = len(world.combinations), EvaluateSettings.block_site
+    combo = ("a circle", "red", "on grey", "bottom right")
+    case = EditCase(combo, 7, "colour", "blue")
+    return {
+        "world_build_set": from_api(capture_conditioning_graph(names, vocabulary, n, heldout, WORLD_COND)),
+        "world_capture_block": from_api(capture_block_graph(names, vocabulary, n, heldout, WORLD_BLOCK, site, 0,
+                                                            recipe.sampling)),
+        "world_train": from_api(train_graph(WORLD_COND, "default", WORLD_COND) | {
+            f"{k}_block": v | {"inputs": {n: ["train_block", x[1]] if isinstance(x, list) else x
+                                          for n, x in v["inputs"].items()}}
+            for k, v in train_graph(WORLD_BLOCK, "default", WORLD_BLOCK).items()}),
+        "world_edit": from_api(edit_graph(names, {"conditioning": WORLD_COND + ".safetensors",
+                                                  "block": WORLD_BLOCK + ".safetensors"},
+                                          world.prompt(combo), case, recipe.sampling, "world_edit",
+                                          block_strength=EvaluateSettings.block_strength)),
+    }
+
+
+WORKFLOWS = PORTRAITS | world_workflows()
+"""Every example workflow: name -> compact spec."""
 
 
 def to_ui(spec: dict, info: dict) -> dict:

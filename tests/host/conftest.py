@@ -4,7 +4,8 @@ Run when COMFYUI_PATH names a ComfyUI checkout (COMFYUI_PYTHON: its interpreter,
 COMFYUI_STUBS: an extra PYTHONPATH for the host, e.g. stand-ins for packages it imports but no SD3 path uses).
 Skipped with that reason otherwise. The models are tiny random ones that the tests build (tiny_models.py), and
 fixture_nodes/ adds a test-only node to the host; nothing outside the repository is used. The host also serves
-a quick-built concept world (`ssae.world`) for the world tests.
+the concept world (`ssae.world`, its default recipe) for the world tests: built once into SSAE_WORLD_CACHE
+(default ~/.cache/ssae/world; about 13 minutes on 2 CPU cores) and reused while its recipe is unchanged.
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ class Comfy:
 
     def __init__(self, url: str, base: Path, proc: subprocess.Popen, log: Path, world=None):
         self.url, self.base, self.proc, self.log = url, base, proc, log
-        self.world = world  # the quick-built ssae.world.BuiltWorld it serves, or None without the world extra
+        self.world = world  # the ssae.world.BuiltWorld it serves (default recipe), or None without the world extra
 
     def get(self, route: str):
         with urllib.request.urlopen(self.url + route, timeout=30) as r:
@@ -115,13 +116,14 @@ class Comfy:
         return load_file(str(files[-1]))["latent_tensor"]
 
 
-def _quick_world(base: Path):
-    """A quick-built concept world under base/world (None when the `world` extra is not installed)."""
+def _world():
+    """The default concept world, built into (or found in) SSAE_WORLD_CACHE; None without the `world` extra.
+    The evaluation needs images whose attributes read back, which the quick recipe does not give."""
     if not all(importlib.util.find_spec(m) for m in ("diffusers", "transformers", "instant_clip_tokenizer")):
         return None
     from ssae.world.build import build
-    from ssae.world.recipe import QUICK
-    return build(base / "world", QUICK, progress=False)
+    cache = Path(os.environ.get("SSAE_WORLD_CACHE", Path.home() / ".cache" / "ssae" / "world"))
+    return build(cache, progress=False)
 
 
 def _free_port() -> int:
@@ -152,7 +154,7 @@ def comfy(tmp_path_factory):
     yaml.write_text(f"ssae_test:\n  base_path: {base}\n  custom_nodes: custom_nodes\n"
                     "  diffusion_models: models/diffusion_models\n  text_encoders: models/text_encoders\n"
                     "  ssae: models/ssae\n")
-    world = _quick_world(base)
+    world = _world()
     if world is not None:
         with open(yaml, "a") as f:
             f.write((world.root / "extra_model_paths.yaml").read_text())

@@ -1,5 +1,5 @@
 """The concept world through a real ComfyUI: its own CLIPLoader/CLIPTextEncode, UNETLoader, KSampler and taesd3
-VAEDecode on a quick-built world, against this package's encoder and sampler."""
+VAEDecode on the built world, against this package's encoder and sampler."""
 from __future__ import annotations
 
 import os
