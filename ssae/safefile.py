@@ -188,6 +188,11 @@ def atomic_write_text(text: str, path: str | Path) -> Path:
 
 
 def _fsync_replace(tmp: str, path: Path) -> None:
+    """Make the temporary file the file at `path`, with the mode a plain open() would give it (mkstemp's
+    0600 would hide models and features from a server running as another user)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -385,3 +385,16 @@ def test_a_failed_manifest_write_leaves_the_old_manifest_and_an_unlisted_shard(t
     fs = ssae.load_features(folder)
     assert [p.name for p in fs.shards] == ["shard-00000.safetensors", "shard-00002.safetensors"]
     assert torch.equal(fs.load(), torch.cat([expected_rows(0), expected_rows(2)]))
+
+
+def test_atomic_writes_get_the_mode_a_plain_open_gives(tmp_path):
+    """Temporary files are private (0600); the file that replaces the target must be readable as any file the
+    user writes, or a ComfyUI running as another user cannot load the models and features."""
+    old = os.umask(0o022)
+    try:
+        ssae.safefile.atomic_write_text("{}", tmp_path / "a.json")
+        ssae.safefile.atomic_save({"x": torch.zeros(1)}, {}, tmp_path / "a.safetensors")
+    finally:
+        os.umask(old)
+    for name in ("a.json", "a.safetensors"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
