@@ -134,7 +134,7 @@ def edit_graph(names: dict[str, str], files: dict[str, str], prompt: str, case: 
 def compose_graph(names: dict[str, str], files: dict[str, str], prompt: str, combo: Combination, seed: int,
                   sampling: SamplingDefaults, prefix: str) -> dict:
     """A combination's images from one seed: `prompt` (prompted directly) and one per SSAE file of `files`
-    (compose_default, compose_additive, compose_meandiff), its conditioning decoded from the concepts alone."""
+    (e.g. compose_default), its conditioning decoded from the concepts alone by SSAE Apply to Conditioning."""
     g = _base(names) | {"positive": {"class_type": "CLIPTextEncode", "inputs": {"text": prompt, "clip": ["clip", 0]}}}
     _sample(g, "prompt", ["model", 0], ["positive", 0], seed, sampling, prefix)
     for key, file in files.items():
@@ -232,8 +232,9 @@ def evaluate(client: ComfyClient, built: BuiltWorld, out: str | Path | None = No
     edit_keys = ["base", "conditioning", "block", "prompt_edit", "meandiff_conditioning", "meandiff_block"]
     images = _images(client, entries, edit_keys + ["conditioning_0", "block_0"])
     readings = {k: [read_image(img) for img in images[k]] for k in edit_keys}
+    # the identity cases are the first ones, so their images pair with the first base images (None: none made)
     identical = {site: all(np.array_equal(a, b) for a, b in zip(images[f"{site}_0"], images["base"]))
-                 for site in ("conditioning", "block")}
+                 if images[f"{site}_0"] else None for site in ("conditioning", "block")}
 
     held = [(c, 40_000 * (settings.seed + 1) + k * 1000 + i) for k in range(settings.compose_seeds)
             for i, c in enumerate(world.test_combinations)][:settings.compose_cases]
