@@ -40,7 +40,7 @@ class Stop(Exception):
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(solver="lbfgs"), "TrainConfig.solver must be one of 'gram', 'adam', got 'lbfgs'"),
+    (dict(solver="lbfgs"), "TrainConfig.solver must be one of 'gram', 'adam', 'mean', got 'lbfgs'"),
     (dict(optimizer="sgd"), "TrainConfig.optimizer must be one of 'lbfgs', 'adam', got 'sgd'"),
     (dict(epochs=-1), "TrainConfig.epochs must be an integer >= 0, got -1"),
     (dict(epochs=2.0), "TrainConfig.epochs must be an integer >= 0, got 2.0"),

@@ -35,7 +35,7 @@ def test_clip_text_encode_equals_the_packages_encoder(comfy, world, tmp_path):
     ssae.world.text computes (the diffusion model trains on the latter)."""
     out = tmp_path / "comfy_cond.safetensors"
     stubs = os.environ.get("COMFYUI_STUBS", str(STUBS))
-    path = [p for p in (stubs, os.environ["COMFYUI_PATH"]) if Path(p).is_dir()]
+    path = [p for p in (*stubs.split(os.pathsep), os.environ["COMFYUI_PATH"]) if Path(p).is_dir()]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
     python = os.environ.get("COMFYUI_PYTHON", sys.executable)
     subprocess.run([python, str(ENCODE), str(world.path("text_encoder").parent), world.comfy_names["clip_name"],
