@@ -36,11 +36,11 @@ def cmd_probe(a: argparse.Namespace) -> int:
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from .build import load_world
     from .comfy_client import ComfyClient
-    from .evaluate import EvaluateSettings, evaluate
-    settings = EvaluateSettings(cases=a.cases, compose_seeds=a.compose_seeds, block_site=a.block_site,
-                                block_seeds=a.block_seeds, strength=a.strength,
-                                block_strength=a.block_strength, block_end=a.block_end, seed=a.seed, prompts=a.prompts,
-                                compose_cases=a.compose_cases)
+    from .evaluate import evaluate
+    settings = EvaluateSettings(cases=a.cases, compose_seeds=a.compose_seeds, compose_cases=a.compose_cases,
+                                prompts=a.prompts, block_site=a.block_site, block_seeds=a.block_seeds,
+                                strength=a.strength, block_strength=a.block_strength, block_end=a.block_end,
+                                seed=a.seed)
     report = evaluate(ComfyClient(a.url), load_world(a.dir), a.out, settings, progress=not a.no_progress)
     print(json.dumps({k: v for k, v in report.items() if k != "markdown"}) if a.json else report["markdown"])
     return 0
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--block-strength", type=float, default=EVALUATE.block_strength, help="the block edit's strength")
     e.add_argument("--block-end", type=float, default=EVALUATE.block_end,
                    help="the block edit acts until this fraction of the schedule")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=int, default=0, help="draws the edit cases and their sampling seeds")
     e.add_argument("--json", action="store_true", help="print the report as one JSON object")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(fn=cmd_evaluate)
