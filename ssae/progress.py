@@ -47,5 +47,8 @@ def tqdm_progress(desc: str) -> Iterator[Progress]:
 
     try:
         yield update
+        if bar.total:  # finished, maybe early (early stopping): the bar ends full, at the epochs run
+            bar.total = bar.n
+            bar.refresh()
     finally:
         bar.close()

@@ -46,3 +46,14 @@ def test_table_formats_values():
     row = {"method": "m", "explained_variance": 0.12345, "cosine": 0.5, "mse": 1234.5678, "alignment": None,
            "sees_test_features": True}
     assert format_table([row]).splitlines()[-1] == "| m | 0.123 | 0.500 | 1235 | – | yes |"
+
+
+def test_cli_bar_ends_full_when_training_stops_early(capsys):
+    """Early stopping ends a run before its epoch budget: the bar then shows the epochs run as complete, not a
+    run stuck at 47 of 48."""
+    from ssae.progress import tqdm_progress
+    with tqdm_progress("train") as update:
+        for epoch in range(1, 48):
+            update(epoch, 48, {"loss": 0.1, "val": 0.05})
+    err = capsys.readouterr().err
+    assert "47/47" in err and "100%" in err
