@@ -40,7 +40,7 @@ class LBFGS:
         self.params = list(params)
         self.max_iter, self.history, self.c1, self.c2, self.max_evals = max_iter, history, c1, c2, max_evals
         self.tolerance_grad, self.tolerance_change = tolerance_grad, tolerance_change
-        self.state: dict = {"s": [], "y": [], "n_iter": 0, "evals": 0, "converged": False}
+        self.state: dict = {"s": [], "y": [], "n_iter": 0, "converged": False}
 
     # -- parameters as one vector ---------------------------------------------------------------
     def _get(self) -> torch.Tensor:
@@ -57,7 +57,6 @@ class LBFGS:
         """Loss and gradient at x; a point where the loss cannot be computed (a factorisation that fails on
         non-finite values far along a trial step) counts as an infinite loss."""
         self._set(x)
-        self.state["evals"] += 1
         try:
             with torch.enable_grad():
                 loss = float(closure().detach())
@@ -184,7 +183,9 @@ class LBFGS:
         return {"state": {0: out}}
 
     def load_state_dict(self, d: dict) -> None:
-        st = dict(d["state"].get(0, {}))
+        """The state of `state_dict`, its tensors moved to the parameters' device (checkpoints load on the CPU)."""
+        dev = self.params[0].device
+        st = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in d["state"].get(0, {}).items()}
         for k in ("s", "y"):
-            st[k] = list(st.get(k, []))
-        self.state = {"s": [], "y": [], "n_iter": 0, "evals": 0, "converged": False} | st
+            st[k] = [t.to(dev) for t in st.get(k, [])]
+        self.state = {"s": [], "y": [], "n_iter": 0, "converged": False} | st

@@ -9,7 +9,7 @@ from builders import make_features
 import ssae
 from ssae import SSAEError
 from ssae.metrics import evaluate
-from ssae.model import SupervisedSAE
+from ssae.model import DecoderConfig, SupervisedSAE
 from ssae.presets import PRESETS, Recipe, TrainConfig, with_overrides
 from ssae.rows import holdout
 from ssae.safefile import read_header
@@ -385,3 +385,53 @@ def test_mean_difference_preset_edits_by_the_difference_of_class_means(interacti
 def test_mean_solver_refuses_a_decoder_it_cannot_set():
     with pytest.raises(SSAEError, match="mean solver"):
         Recipe(train=TrainConfig(solver="mean", members=1))
+
+
+def test_lbfgs_state_follows_the_parameters_device():
+    """Checkpoints load on the CPU; a resumed L-BFGS must hold its history where its parameters are (on a GPU a
+    CPU direction would fail the first line search). Checked with the meta device standing in for the GPU."""
+    from ssae.lbfgs import LBFGS
+    w = torch.nn.Parameter(torch.tensor([-1.2, 1.0]))
+    opt = LBFGS([w], max_iter=3)
+
+    def rosenbrock():
+        w.grad = None
+        loss = (1 - w[0]) ** 2 + 100 * (w[1] - w[0] ** 2) ** 2
+        loss.backward()
+        return loss
+
+    opt.step(rosenbrock)
+    state = opt.state_dict()
+    assert state["state"][0]["s"], "the step recorded curvature pairs"
+    on_meta = LBFGS([torch.nn.Parameter(torch.zeros(2, device="meta"))], max_iter=3)
+    on_meta.load_state_dict(state)
+    tensors = [v for v in on_meta.state.values() if torch.is_tensor(v)] + on_meta.state["s"] + on_meta.state["y"]
+    assert tensors and all(t.device.type == "meta" for t in tensors)
+
+
+def test_one_trained_member_of_several_gives_the_one_member_model(interacting_data):
+    """members > 1 with no epochs merges a single member: the merged readout must fold its code (slots not 1
+    when the code is trained) and predict what the member alone predicts."""
+    base = Recipe(model=DecoderConfig(d=2, hidden=8), train=TrainConfig(epochs=0, train_code=True, members=1))
+    one = train(interacting_data, base).ssae
+    two = train(interacting_data, with_overrides(base, members=2)).ssae
+    labels = interacting_data.labels[:20]
+    assert torch.allclose(one.reconstruct(labels), two.reconstruct(labels), atol=1e-4)
+
+
+@pytest.mark.parametrize("train_cfg, message", [
+    (dict(solver="mean", epochs=0, members=1, train_code=True), "train_code=False"),
+    (dict(solver="adam", members=1, ridge_grid=(0.1, 1.0)), "ridge_grid"),
+])
+def test_recipes_whose_settings_would_be_ignored_are_refused(train_cfg, message):
+    with pytest.raises(SSAEError, match=message):
+        Recipe(model=DecoderConfig(d=1, decoder="linear"), train=TrainConfig(**train_cfg))
+
+
+def test_constant_training_rows_are_a_clear_error(tmp_path):
+    vocab = ssae.Vocabulary({"a": ["a0", "a1"], "b": ["b0", "b1"]})
+    combos = [list(c) for c in vocab.all_combinations()] * 3
+    data = ssae.load_features(ssae.save_features(tmp_path / "f.safetensors", torch.ones(len(combos), 8), vocab,
+                                                 combos))
+    with pytest.raises(SSAEError, match="do not vary"):
+        train(data, with_overrides(PRESETS["default"], epochs=2))
