@@ -40,8 +40,6 @@ def _flatten_optim(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     for i, st in state.items():
         layout[str(i)] = {}
         for k, v in st.items():
-            if k == "al":  # L-BFGS's scratch buffer, rebuilt by its next step
-                continue
             if torch.is_tensor(v):
                 tensors[f"optim.{i}.{k}"] = v.detach().clone()
                 layout[str(i)][k] = "tensor"

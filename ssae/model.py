@@ -189,9 +189,9 @@ def merge_members(members: list[SupervisedSAE], n_features: int | None = None) -
 
 def member_readout_rows(members: list[SupervisedSAE], rows: list[torch.Tensor]) -> torch.Tensor:
     """The readout rows of `merge_members(members)` from each member's own readout rows [P_e, X] (W_e, or
-    any linear factor of it): the mean of the members' predictions, in the merged basis."""
-    if len(members) == 1:
-        return rows[0]
+    any linear factor of it): the mean of the members' predictions, in the merged basis (whose slots are 1,
+    so even one member's code rows are folded; `merge_members` returns a lone member unmerged only when it
+    needs no new readout size, and then its own rows are the answer)."""
     d = members[0].cfg.d
     C = members[0].cfg.code_size
     code = sum(m.fold_code(r[:C]) for m, r in zip(members, rows)).repeat_interleave(d, 0) / (d * len(members))

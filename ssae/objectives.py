@@ -16,6 +16,7 @@ from typing import Protocol
 import torch
 
 from .distributed import all_reduce_sum, chunked_sum
+from .errors import SSAEError
 from .model import SupervisedSAE
 from .ridge import penalty
 from .rows import Rows, column_blocks
@@ -60,7 +61,7 @@ class GramFactor:
     sums its own columns, and the ranks' sums are added in a fixed order (`chunked_sum`), so G has the same
     bits in any number of processes."""
 
-    def __init__(self, Y: Rows, n_columns: int, fit: torch.Tensor, val: torch.Tensor, energy: float = 0.999,
+    def __init__(self, Y: Rows, n_columns: int, fit: torch.Tensor, val: torch.Tensor, energy: float = 0.99,
                  chunk: int = 1 << 15):
         n, dev = Y.shape[0], fit.device
 
@@ -81,6 +82,9 @@ class GramFactor:
         self.fit, self.val, self.rank = fit, val, r
         self.L_fit, self.L_val = L[fit], L[val]
         self.tr_fit = float(diag[fit].sum())
+        if self.tr_fit <= 0:
+            raise SSAEError("the training rows do not vary (every feature is constant over them): there is nothing "
+                            "to fit; check that the capture recorded the prompts' features")
         self.tr_val = float(diag[val].sum()) if val.numel() else None
         # what the factor leaves out of the validation rows counts as unexplained
         self.rest_val = max(self.tr_val - float((self.L_val.double() ** 2).sum()), 0.0) if val.numel() else None

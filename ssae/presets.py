@@ -131,9 +131,13 @@ class Recipe:
                             "differ only in their hidden layers): use members=1 with this recipe")
         if t.ridge_grid and t.members > 1:
             raise SSAEError("ridge_grid picks the penalty of one model's readout: use members=1 with it")
-        if t.solver == "mean" and (m.decoder != "linear" or m.code != "concept" or m.d != 1 or t.members != 1):
+        if t.solver == "mean" and (m.decoder != "linear" or m.code != "concept" or m.d != 1 or t.members != 1
+                                   or t.train_code):
             raise SSAEError("the mean solver sets a linear decoder's rows to concept means: use decoder='linear', "
-                            "code='concept', d=1 and members=1 with it")
+                            "code='concept', d=1, members=1 and train_code=False with it")
+        if t.ridge_grid and (t.solver != "gram" or m.code != "concept"):
+            raise SSAEError("ridge_grid picks the penalty of a solved readout over concept codes: use it with the "
+                            "gram solver and code='concept', or set ridge instead")
         if t.stream and (t.solver == "adam" or self.preprocess.top_k is not None):
             raise SSAEError("streaming needs the gram or mean solver on all columns (a top-k selection fits in "
                             "memory): use the default preset, or drop --stream")

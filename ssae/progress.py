@@ -15,7 +15,7 @@ def validation_ev(entry: dict) -> float | None:
 
 
 def describe(epoch: int, total: int, entry: dict) -> str:
-    """'member 2/4 · epoch 17 of at most 48 · validation EV 0.9891 · loss 0.00981' for a progress callback's
+    """'member 2 · epoch 17 of at most 48 · validation EV 0.9891 · loss 0.00981' for a progress callback's
     arguments (early stopping ends members before their last epoch, so the total is a bound)."""
     parts = []
     if "member" in entry:

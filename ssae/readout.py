@@ -22,7 +22,8 @@ def solve_readout(members: list[SupervisedSAE], target: SupervisedSAE, Y: Rows, 
         R_PN = ridge_factor(H - h_mean, ridge)  # W_m = R Y (R 1 = 0, so Y needs no centring)
         R.append(R_PN)
         q.append(h_mean @ R_PN)
-    rows_XN = torch.cat([member_readout_rows(members, R), (sum(q) / len(q))[None]]).float()  # [P + 1, n]
+    own = target is members[0]  # the one member itself, not merged: its rows need no folding
+    rows_XN = torch.cat([R[0] if own else member_readout_rows(members, R), (sum(q) / len(q))[None]]).float()
     every = rows.numel() == Y.shape[0]
     for a, Yc in column_blocks(Y, chunk):
         Yc = Yc if every else Yc[rows]
