@@ -26,10 +26,10 @@ from ..vocab import Combination
 from .build import BuiltWorld
 from .comfy_client import ComfyClient
 from .figures import image_grid, markdown_table, save_png
-from .graphs import capture_block_graph, capture_conditioning_graph, loaders, train_graph
+from .graphs import canvas, capture_block_graph, capture_conditioning_graph, ksampler, loaders, train_graph
 from .measure import Reading, read_image
 from .recipe import SamplingDefaults
-from .scene import IMAGE_SIZE, VOCABULARY
+from .scene import VOCABULARY
 
 SSAE_PRESETS = ("default", "additive")
 BASELINE = "mean-difference"
@@ -77,10 +77,7 @@ def edit_cases(train: list[Combination], n: int, seed: int = 0) -> list[EditCase
 
 def _sample(g: dict, key: str, model, positive, seed: int, sampling: SamplingDefaults, prefix: str) -> None:
     """KSampler -> VAEDecode -> SaveImage under ids sample_<key>, decode_<key>, save_<key>."""
-    g[f"sample_{key}"] = {"class_type": "KSampler", "inputs": {
-        "model": model, "seed": seed, "steps": sampling.steps, "cfg": sampling.cfg,
-        "sampler_name": sampling.sampler, "scheduler": sampling.scheduler, "denoise": 1.0,
-        "positive": positive, "negative": ["negative", 0], "latent_image": ["latent", 0]}}
+    g[f"sample_{key}"] = ksampler(model, positive, seed, sampling)
     g[f"decode_{key}"] = {"class_type": "VAEDecode", "inputs": {"samples": [f"sample_{key}", 0], "vae": ["vae", 0]}}
     g[f"save_{key}"] = {"class_type": "SaveImage", "inputs": {"images": [f"decode_{key}", 0],
                                                               "filename_prefix": f"{prefix}_{key}"}}
@@ -94,12 +91,10 @@ def _concepts(g: dict, key: str, ssae_file: str, mode: str, add: dict, remove: d
     return [f"concepts_{key}", 0]
 
 
-def _base(names: dict[str, str]) -> dict:
-    return loaders(names) | {
-        "negative": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["clip", 0]}},
-        "latent": {"class_type": "EmptySD3LatentImage",
-                   "inputs": {"width": IMAGE_SIZE, "height": IMAGE_SIZE, "batch_size": 1}},
-    }
+def _prompted(names: dict[str, str], prompt: str) -> dict:
+    """The world's loaders, `canvas()` and the prompt's conditioning (id `positive`)."""
+    return loaders(names) | canvas() | {
+        "positive": {"class_type": "CLIPTextEncode", "inputs": {"text": prompt, "clip": ["clip", 0]}}}
 
 
 def edit_graph(names: dict[str, str], files: dict[str, str], prompt: str, case: EditCase, sampling: SamplingDefaults,
@@ -108,7 +103,7 @@ def edit_graph(names: dict[str, str], files: dict[str, str], prompt: str, case: 
     """One case's images from one seed: `base` (the prompt) and its edits, one per SSAE file of `files` (keys
     conditioning and meandiff_conditioning: SSAE Apply to Conditioning; block and meandiff_block: SSAE Patch
     Model); with `edited_prompt` the baseline `prompt_edit`; with `identity` the SSAE edits at strength 0 too."""
-    g = _base(names) | {"positive": {"class_type": "CLIPTextEncode", "inputs": {"text": prompt, "clip": ["clip", 0]}}}
+    g = _prompted(names, prompt)
     swap = ({case.new: 1.0}, {case.old: 1.0})
     _sample(g, "base", ["model", 0], ["positive", 0], case.seed, sampling, prefix)
     if edited_prompt is not None:
@@ -135,7 +130,7 @@ def compose_graph(names: dict[str, str], files: dict[str, str], prompt: str, com
                   sampling: SamplingDefaults, prefix: str) -> dict:
     """A combination's images from one seed: `prompt` (prompted directly) and one per SSAE file of `files`
     (e.g. compose_default), its conditioning decoded from the concepts alone by SSAE Apply to Conditioning."""
-    g = _base(names) | {"positive": {"class_type": "CLIPTextEncode", "inputs": {"text": prompt, "clip": ["clip", 0]}}}
+    g = _prompted(names, prompt)
     _sample(g, "prompt", ["model", 0], ["positive", 0], seed, sampling, prefix)
     for key, file in files.items():
         concepts = _concepts(g, key, file, "compose", dict.fromkeys(combo, 1.0), {})
