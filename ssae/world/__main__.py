@@ -46,6 +46,18 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _server_command(sub, name: str, help: str, fn) -> argparse.ArgumentParser:
+    """A subcommand that samples a built world through a running ComfyUI: DIR, --url, --out, --json, --no-progress."""
+    c = sub.add_parser(name, help=help)
+    c.add_argument("dir")
+    c.add_argument("--url", required=True, help="the ComfyUI server, e.g. http://127.0.0.1:8188")
+    c.add_argument("--out", default=None, help=f"folder for the grid, table and JSON (default DIR/{name})")
+    c.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    c.add_argument("--no-progress", action="store_true")
+    c.set_defaults(fn=fn)
+    return c
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ssae.world", description=__doc__)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -56,21 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--quick", action="store_true", help="a tiny world for tests (seconds; quality irrelevant)")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(fn=cmd_build)
-    r = sub.add_parser("probe", help="prompt seen and held-out combinations through a running ComfyUI and "
-                                     "measure the images")
-    r.add_argument("dir")
-    r.add_argument("--url", required=True, help="the ComfyUI server, e.g. http://127.0.0.1:8188")
-    r.add_argument("--out", default=None, help="folder for the grid and table (default DIR/probe)")
+    r = _server_command(sub, "probe", "prompt seen and held-out combinations through a running ComfyUI and "
+                                      "measure the images", cmd_probe)
     r.add_argument("--cases", type=int, default=120, help="(prompt, seed) cases of seen combinations")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--json", action="store_true")
-    r.add_argument("--no-progress", action="store_true")
-    r.set_defaults(fn=cmd_probe)
-    e = sub.add_parser("evaluate", help="the paper's loop through a running ComfyUI (capture, train, edit, compose) "
-                                        "and its images read in pixels")
-    e.add_argument("dir")
-    e.add_argument("--url", required=True, help="the ComfyUI server, e.g. http://127.0.0.1:8188")
-    e.add_argument("--out", default=None, help="folder for the grid, table and JSON (default DIR/evaluate)")
+    e = _server_command(sub, "evaluate", "the paper's loop through a running ComfyUI (capture, train, edit, "
+                                         "compose) and its images read in pixels", cmd_evaluate)
     e.add_argument("--cases", type=int, default=EVALUATE.cases, help="(prompt, seed, swap) edit cases")
     e.add_argument("--compose-seeds", type=int, default=EVALUATE.compose_seeds,
                    help="seeds per held-out combination composed")
@@ -85,9 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--block-end", type=float, default=EVALUATE.block_end,
                    help="the block edit acts until this fraction of the schedule")
     e.add_argument("--seed", type=int, default=0, help="draws the edit cases and their sampling seeds")
-    e.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    e.add_argument("--no-progress", action="store_true")
-    e.set_defaults(fn=cmd_evaluate)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if a.threads:
