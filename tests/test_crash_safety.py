@@ -64,7 +64,16 @@ def kill(proc: subprocess.Popen) -> list[str]:
 
 # -- SIGKILL during append ------------------------------------------------------------------------
 
-APPENDER = r"""
+SAY = r"""
+import sys
+
+def say(line):  # one write per line: under PYTHONUNBUFFERED, print's pieces are separate writes and a kill
+    sys.stdout.write(line + "\n")  # between them leaves half a line
+    sys.stdout.flush()
+"""
+"""The children's output: whole lines, which the test parses."""
+
+APPENDER = SAY + r"""
 import json, sys, time
 from pathlib import Path
 import torch, ssae, ssae.safefile, ssae.store
@@ -74,7 +83,7 @@ done = 0
 
 def stop_here():  # from the fourth append on, wait here to be killed
     if done >= 3:
-        print("paused", flush=True)
+        say("paused")
         time.sleep(120)
 
 def stopping(real, after: bool):
@@ -91,7 +100,7 @@ if pause == "temp-shard":  # the new shard is fully written under its temporary 
     ssae.safefile.save_file = stopping(ssae.safefile.save_file, after=True)
 elif pause == "before-manifest":  # the shard is in place, the manifest not yet rewritten
     ssae.store.atomic_write_text = stopping(ssae.store.atomic_write_text, after=False)
-print("ready", flush=True)
+say("ready")
 while True:
     manifest = folder / "manifest.json"
     k = len(json.loads(manifest.read_text())["shards"]) if manifest.exists() else 0
@@ -100,7 +109,7 @@ while True:
     n = 1 + k % 4
     ssae.append_features(folder, torch.full((n, F), float(k)), vocab, [["x"] if i % 2 else ["y"] for i in range(n)],
                          prompts=[f"shard {k} row {i}" for i in range(n)], site="crash.test")
-    print("appended", k, flush=True)
+    say(f"appended {k}")
     done += 1
 """
 
@@ -180,20 +189,21 @@ def test_sigkill_during_append_leaves_every_listed_shard_whole(tmp_path):
 
 EPOCHS = 40
 """Two members of 20 epochs each, no early stopping: kills land inside either member and between them."""
-TRAINER = r"""
+TRAINER = SAY + r"""
 import sys, time
 from dataclasses import replace
 import ssae
 from ssae.presets import PRESETS
 feats, ckpt, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
 recipe = replace(PRESETS["default"], train=replace(PRESETS["default"].train, epochs=epochs // 2, members=2, patience=0,
                                                    checkpoint_every=1))
 def progress(epoch, total, info):  # called after the epoch's checkpoint is written; the pause leaves time to kill
-    print("epoch", epoch, flush=True)
+    say(f"epoch {epoch}")
     time.sleep(0.03)
-print("ready", flush=True)
+say("ready")
 ssae.train(ssae.load_features(feats), recipe, progress=progress, checkpoint=ckpt)
-print("done", flush=True)
+say("done")
 """
 
 
