@@ -130,3 +130,18 @@ def test_cli_build_quick(quick, tmp_path, capsys):
     assert quick.hashes["world"] in out and str(root / "extra_model_paths.yaml") in out
     assert main(["probe", str(tmp_path / "none"), "--url", "http://127.0.0.1:9"]) == 2
     assert "python -m ssae.world build" in capsys.readouterr().err
+
+
+def test_cli_build_depth_rebuilds_only_the_mmdit(quick, tmp_path, capsys):
+    root = shutil.copytree(quick.root, tmp_path / "w")
+    before = {p.name: p.stat().st_mtime_ns for p in (root / "models").rglob("*.safetensors")}
+    assert main(["--threads", "1", "build", str(root), "--quick", "--depth", "3", "--no-progress"]) == 0
+    assert quick.hashes["world"] not in capsys.readouterr().out
+    after = {p.name: p.stat().st_mtime_ns for p in (root / "models").rglob("*.safetensors")}
+    assert {name for name in before if after[name] != before[name]} == {"world_mmdit.safetensors"}
+    blocks = {k.split(".")[1] for k in read_header(root / "models/diffusion_models/world_mmdit.safetensors",
+                                                  WorldError)[0] if k.startswith("transformer_blocks.")}
+    assert blocks == {"0", "1", "2"}
+    with pytest.raises(SystemExit):
+        main(["build", str(root), "--depth", "0"])
+    assert "joint blocks >= 1" in capsys.readouterr().err

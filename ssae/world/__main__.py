@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import replace
 
 from ..errors import SSAEError
 from .evaluate import EvaluateSettings
@@ -16,8 +17,11 @@ EVALUATE = EvaluateSettings()
 def cmd_build(a: argparse.Namespace) -> int:
     from .build import build
     from .recipe import PRESETS
+    recipe = PRESETS["quick" if a.quick else "default"]
+    if a.depth:
+        recipe = replace(recipe, dit=replace(recipe.dit, depth=a.depth))
     t = time.perf_counter()
-    built = build(a.dir, PRESETS["quick" if a.quick else "default"], progress=not a.no_progress)
+    built = build(a.dir, recipe, progress=not a.no_progress)
     print(f"world {built.hashes['world']} in {a.dir} ({time.perf_counter() - t:.1f}s)")
     print(f"ComfyUI: --extra-model-paths-config {built.root / 'extra_model_paths.yaml'}")
     return 0
@@ -46,6 +50,13 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _blocks(text: str) -> int:
+    """argparse type of --depth: a whole number of joint blocks, at least one."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of joint blocks >= 1, got {text!r}")
+    return int(text)
+
+
 def _server_command(sub, name: str, help: str, fn) -> argparse.ArgumentParser:
     """A subcommand that samples a built world through a running ComfyUI: DIR, --url, --out, --json, --no-progress."""
     c = sub.add_parser(name, help=help)
@@ -66,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build", help="build the world's models into DIR/models (cached by recipe hash)")
     b.add_argument("dir")
     b.add_argument("--quick", action="store_true", help="a tiny world for tests (seconds; quality irrelevant)")
+    b.add_argument("--depth", type=_blocks, default=None,
+                   help="the MMDiT's joint blocks (default 2; hidden width 64 per block, as ComfyUI detects it)")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(fn=cmd_build)
     r = _server_command(sub, "probe", "prompt seen and held-out combinations through a running ComfyUI and "
