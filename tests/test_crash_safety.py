@@ -195,7 +195,6 @@ from dataclasses import replace
 import ssae
 from ssae.presets import PRESETS
 feats, ckpt, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
-
 recipe = replace(PRESETS["default"], train=replace(PRESETS["default"].train, epochs=epochs // 2, members=2, patience=0,
                                                    checkpoint_every=1))
 def progress(epoch, total, info):  # called after the epoch's checkpoint is written; the pause leaves time to kill
