@@ -283,6 +283,7 @@ class Trainer:
         cfg = self.cfg
         named = dict(model.named_parameters())
         opt = self.optimizer([named[n] for n in trained])
+        adam = isinstance(opt, torch.optim.Adam)
         best = None
         if e == st.member and st.model:  # resume inside this member
             model.load_state_dict(st.model, strict=False)
@@ -298,8 +299,8 @@ class Trainer:
         for epoch in range(len(own), cfg.epochs):
             if cfg.patience and stale >= cfg.patience:
                 break
-            lr = self.lr(epoch)
-            if isinstance(opt, torch.optim.Adam):
+            lr = self.lr(epoch) if adam else None  # L-BFGS has no learning rate: its line search sets each step
+            if adam:
                 for g in opt.param_groups:
                     g["lr"] = lr
             total = 0.0
@@ -313,12 +314,12 @@ class Trainer:
                 total += objective.reduce_loss(opt.step(closure).detach()) * pos.numel()
             loss = total / objective.fit.numel()
             if not (loss == loss) or loss == float("inf"):
-                raise SSAEError(f"training diverged at epoch {len(self.history)} (loss {loss}): "
-                                "lower the learning rate")
+                fix = ("lower the learning rate (lr)" if adam else "check the features for extreme values, or train "
+                       "with optimizer 'adam' and a small learning rate")
+                raise SSAEError(f"training diverged at epoch {len(self.history)} (loss {loss}): {fix}")
             pred = objective.val_prediction(model)
             val = None if pred is None else objective.val_error(pred)
-            entry = {"epoch": len(self.history), "loss": loss, "val": val,
-                     "lr": lr if isinstance(opt, torch.optim.Adam) else 1.0}
+            entry = {"epoch": len(self.history), "loss": loss, "val": val, "lr": lr}
             if n_members > 1:
                 entry["member"] = e
                 entry["ensemble"] = None if pred is None else objective.val_error(

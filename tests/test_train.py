@@ -131,6 +131,7 @@ def test_gram_solver_fits_additive_data_on_heldout_pairs(additive_data):
         own = [h["loss"] for h in r.history if h["member"] == member]
         assert all(b <= a for a, b in zip(own, own[1:])), "L-BFGS never goes up"
         assert own[-1] < 1e-3, "down to the noise"
+    assert all(h["lr"] is None for h in r.history), "L-BFGS has no learning rate to record"
     assert evaluate(r.ssae, additive_data, "test")["explained_variance"] > 0.95
 
 
