@@ -40,7 +40,8 @@ def exit_together(code: int) -> NoReturn:
     exit: now and then a rank aborts ("terminate called without an active exception") after the model is
     written, and torchrun reports the run as failed. So every rank marks itself done in the rendezvous
     store and waits for the others (no socket closes while a peer is inside a collective), then leaves
-    with os._exit; rank 0, which may host that store, leaves last.
+    with os._exit; rank 0, which may host that store, leaves last. Rank 0 may leave as soon as it sees the
+    others' last mark, before its store has answered them: a closed connection then means they may go too.
     """
     rank, world = rank_and_world()
     store = dist.distributed_c10d._get_default_store()
@@ -49,7 +50,10 @@ def exit_together(code: int) -> NoReturn:
     if rank == 0:
         store.wait([f"ssae/left/{r}" for r in range(1, world)])
     else:
-        store.add(f"ssae/left/{rank}", 1)
+        try:
+            store.add(f"ssae/left/{rank}", 1)
+        except dist.DistNetworkError:  # rank 0 saw the mark and left before the answer came back
+            pass
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
