@@ -105,10 +105,10 @@ def _file_hash(path: Path) -> str | None:
         return None  # a damaged file is rebuilt
 
 
-def _bar(desc: str, enabled: bool):
-    """A tqdm progress callback (step, total, loss) and the bar, or (None, None)."""
+def _train_with_bar(desc: str, enabled: bool, fn, *args):
+    """`fn(*args, progress=...)` with a tqdm bar of its steps and loss when `enabled`."""
     if not enabled:
-        return None, None
+        return fn(*args, progress=None)
     from tqdm.auto import tqdm
     bar = tqdm(desc=desc, unit="step", dynamic_ncols=True)
 
@@ -117,16 +117,10 @@ def _bar(desc: str, enabled: bool):
         if step % 10 == 0 or step == total:
             bar.set_postfix(loss=f"{loss:.4f}", refresh=True)
 
-    return update, bar
-
-
-def _train_with_bar(desc: str, enabled: bool, fn, *args):
-    update, bar = _bar(desc, enabled)
     try:
         return fn(*args, progress=update)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
 
 
 def _conditioning(root: Path, text_path: Path, text_hash: str, prompts: list[str],
