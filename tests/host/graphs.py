@@ -129,13 +129,3 @@ def block_capture_list_graph(name: str, n: int, site: str = "joint_blocks.0.img"
         "store": {"class_type": "SSAESaveFeatures", "inputs": {"features": ["capture", 1], "samples": ["sample", 0],
                                                                 "name": name, "split": "auto", "if_exists": "replace"}},
     }
-
-
-def train_graph(features: str, preset: str, filename: str, epochs: int = 0) -> dict:
-    """SSAE Train on a feature set of the host, then SSAE Save into models/ssae, and the loss curve."""
-    return {
-        "train": {"class_type": "SSAETrain", "inputs": {"features": features, "preset": preset, "epochs": epochs,
-                                                        "seed": 0, "device": "cpu"}},
-        "save": {"class_type": "SSAESave", "inputs": {"ssae": ["train", 0], "filename": filename}},
-        "curve": {"class_type": "PreviewImage", "inputs": {"images": ["train", 1]}},
-    }

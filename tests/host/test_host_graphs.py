@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from graphs import COMBOS, MODELS, VOCAB, capture_graph, compose_graph, train_graph
+from graphs import COMBOS, MODELS, VOCAB, capture_graph, compose_graph
 
 import ssae
+from ssae.world.graphs import train_graph
 
 NODE_IDS = ["SSAELoader", "SSAESave", "SSAEConceptVector", "SSAEApplyConditioning", "SSAEPatchModel",
             "SSAEPromptSet", "SSAECaptureConditioning", "SSAECaptureFeatures", "SSAESaveFeatures", "SSAETrain"]

@@ -7,10 +7,11 @@ import json
 
 import pytest
 import torch
-from graphs import TE_MODEL, VOCAB, block_capture_list_graph, build_training_set_graph, compose_graph, train_graph
+from graphs import TE_MODEL, VOCAB, block_capture_list_graph, build_training_set_graph, compose_graph
 
 import ssae
 from ssae.promptset import prompt_set
+from ssae.world.graphs import train_graph
 
 PORTRAITS = ssae.Vocabulary.portraits()
 LOOP_VOCAB = ssae.Vocabulary({"hair": ["A blond girl", "A brunette girl", "A redhead girl"],
