@@ -4,13 +4,14 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ssae import Vocabulary
-from ssae.capture import ALL_TOKENS, CapturedSample
+from ssae.capture import CaptureBuffer, CapturedSample
 from ssae.errors import SSAEError
+from ssae.hooks import BlockHook, patch_block
 from ssae.layout import POOLED, conditioning_features
 from ssae.promptset import LabelledPrompt
-from ssae.steer import CaptureBuffer, check_block_site, parse_site
+from ssae.sites import check_block_site, parse_site
 
-from .common import CATEGORY, FeaturesType, SampleType, block_hook_for, mmdit_geometry, node_errors, sigma_window
+from .common import CATEGORY, FeaturesType, SampleType, mmdit_geometry, node_errors, sigma_window
 
 
 class SSAECaptureConditioning(io.ComfyNode):
@@ -43,8 +44,9 @@ class SSAECaptureFeatures(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SSAECaptureFeatures", display_name="SSAE Capture Features", category=CATEGORY,
-            description="Return a copy of the model that records a joint block's output while it samples; "
-                        "connect FEATURES to SSAE Save Features after the sampler.",
+            description="Return a copy of the model that records a joint block's output while it samples (the "
+                        "positive prompt's rows, one pass per step, its CLIP and T5 rows told apart on the text "
+                        "stream); connect FEATURES to SSAE Save Features after the sampler.",
             inputs=[
                 io.Model.Input("model", tooltip="The SD3 / SD3.5 model to record; it is not changed."),
                 io.String.Input("site", default="joint_blocks.7.img",
@@ -85,7 +87,6 @@ class SSAECaptureFeatures(io.ComfyNode):
             check_block_site(target, depth, hidden, hidden)
             pool = {"auto": "mean" if target.stream == "img" else "none", "mean": "mean", "all": "none"}[tokens]
             buffer = CaptureBuffer(pool, per_step=steps == "each")
-            m, _ = block_hook_for(model, target, capture=buffer, apply_to="positive",
-                                  sigma_window=sigma_window(model, start_percent, end_percent))
-            shape = [hidden] if pool == "mean" else [ALL_TOKENS, hidden]
-        return io.NodeOutput(m, CapturedSample(sample, str(target), shape, buffer=buffer))
+            m = patch_block(model, target.block, BlockHook(target.stream, capture=buffer,
+                                                     sigma_window=sigma_window(model, start_percent, end_percent)))
+        return io.NodeOutput(m, CapturedSample(sample, str(target), buffer=buffer))

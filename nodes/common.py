@@ -1,11 +1,12 @@
 """Socket types, the `ssae` model folder and host helpers shared by the node modules."""
 from __future__ import annotations
 
+import logging
 import os
 from contextlib import contextmanager
 
 import folder_paths
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ssae.errors import SSAEError
 from ssae.store import MANIFEST
@@ -16,6 +17,7 @@ ConceptsType = io.Custom("SSAE_CONCEPTS")
 FeaturesType = io.Custom("SSAE_FEATURES")
 SampleType = io.Custom("SSAE_SAMPLE")
 FEATURES_DIR = "ssae_features"
+log = logging.getLogger(__name__)
 
 
 def context_input() -> io.String.Input:
@@ -65,15 +67,11 @@ def mmdit_geometry(model) -> tuple[int, int]:
     return len(blocks), int(dm.x_embedder.proj.weight.shape[0])
 
 
-def block_hook_for(model, site, **hook_kwargs):
-    """A BlockHook on `site` chained onto any patch already on that block, plus the clone to set it on."""
-    from ssae.hooks import BlockHook
-    m = model.clone()
-    key = ("double_block", site.block)
-    previous = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {}).get(key)
-    hook = BlockHook(site.stream, previous=previous, **hook_kwargs)
-    m.set_model_patch_replace(hook, "dit", "double_block", site.block)
-    return m, hook
+def show_notes(text: str, notes: list[str]) -> ui.PreviewText:
+    """Node text: what the node did, then what it left undone (also logged, for runs without a front end)."""
+    for note in notes:
+        log.warning("SSAE: %s", note)
+    return ui.PreviewText("\n".join([text] + [f"warning: {n}" for n in notes]))
 
 
 def sigma_window(model, start_percent: float, end_percent: float) -> tuple[float, float]:

@@ -3,10 +3,20 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ssae.hooks import BlockHook, patch_block
 from ssae.shapes import channel_width
-from ssae.steer import check_block_site, parse_site
+from ssae.sites import check_block_site, parse_site
+from ssae.steer import stream_edit
 
-from .common import CATEGORY, ConceptsType, block_hook_for, context_input, mmdit_geometry, node_errors, sigma_window
+from .common import (
+    CATEGORY,
+    ConceptsType,
+    context_input,
+    mmdit_geometry,
+    node_errors,
+    show_notes,
+    sigma_window,
+)
 from .concepts import SSAEConcepts
 
 
@@ -43,7 +53,9 @@ class SSAEPatchModel(io.ComfyNode):
             target = parse_site(site.strip() or ssae.site)
             depth, hidden = mmdit_geometry(model)
             check_block_site(target, depth, hidden, channel_width(ssae.feature_shape))
-            delta = ssae.unflatten(concepts.choice.delta(ssae, context))
-            m, _ = block_hook_for(model, target, edit=delta, strength=strength,
-                                  sigma_window=sigma_window(model, start_percent, end_percent), apply_to=apply_to)
-        return io.NodeOutput(m)
+            delta = concepts.choice.delta(ssae, context)
+            edit = stream_edit(delta.features, ssae.feature_shape, strength, target.stream)
+            m = patch_block(model, target.block, BlockHook(target.stream, edit, apply_to=apply_to,
+                                                     sigma_window=sigma_window(model, start_percent, end_percent)))
+        return io.NodeOutput(m, ui=show_notes(f"{target}: {edit.describe()}", delta.notes))
+
