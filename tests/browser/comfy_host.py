@@ -26,6 +26,9 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from comfy_log import import_failure_message  # noqa: E402
+
 GOOD = "tiny_portraits.safetensors"
 BROKEN = "broken.safetensors"
 
@@ -90,12 +93,18 @@ def main() -> int:
         while True:
             try:
                 with urllib.request.urlopen(url + "/object_info/SSAEConceptVector", timeout=10) as r:
-                    if "SSAEConceptVector" in json.loads(r.read()):
-                        break
+                    answer = json.loads(r.read())  # the server answers once every node module was loaded
+                failed = import_failure_message(log.read_text(), str(log))
+                if failed:
+                    print(failed, file=sys.stderr)
+                    return 1
+                if "SSAEConceptVector" in answer:
+                    break
             except (urllib.error.URLError, ConnectionError, OSError):
                 pass
             if proc.poll() is not None or time.time() > end:
-                print(f"ComfyUI did not start (or has no SSAE nodes); log tail:\n{log.read_text()[-3000:]}",
+                print(import_failure_message(log.read_text(), str(log)) or
+                      f"ComfyUI did not start (or has no SSAE nodes); log tail:\n{log.read_text()[-3000:]}",
                       file=sys.stderr)
                 return 1
             time.sleep(0.5)

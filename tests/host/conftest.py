@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from comfy_log import import_failure_message
 from graphs import CLIP_L, MODELS, TE_MODEL, synthetic_ssae
 from tiny_models import random_clip_l, random_mmdit
 
@@ -175,8 +176,14 @@ def comfy(tmp_path_factory):
             break
         except (urllib.error.URLError, ConnectionError):
             if proc.poll() is not None or time.time() > end:
-                raise RuntimeError(f"ComfyUI did not start: {log.read_text()[-3000:]}")
+                proc.kill()
+                raise RuntimeError(import_failure_message(log.read_text(), str(log)) or
+                                   f"ComfyUI did not start: {log.read_text()[-3000:]}")
             time.sleep(0.5)
+    failed = import_failure_message(log.read_text(), str(log))  # the nodes are loaded once the server answers
+    if failed:
+        proc.terminate()
+        raise RuntimeError(failed)
     yield c
     proc.terminate()
     try:
