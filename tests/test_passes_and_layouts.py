@@ -63,7 +63,7 @@ def test_split_cfg_passes_capture_what_a_batched_pass_does(host, site, batch):
     the capture is the batched one, a step per sigma, the positive rows only."""
     pos, neg = host.Cond(host.conditioning(77, 77, seed=1)), host.Cond(host.conditioning(77, 77, seed=2))
     (x, shape), calls, _ = capture(host, site, pos, neg, "batched", batch=batch)
-    assert [c["cond_or_uncond"] for c in calls] == [[0, 1]] * 3
+    assert [c["cond_or_uncond"] for c in calls] == [[1, 0]] * 3
     assert x.shape[0] == 3 * batch, "a row per step and latent"
     assert shape == ({"clip": [77, HIDDEN], "t5": [77, HIDDEN]} if site.endswith("txt") else [HIDDEN])
     for passes in ("split", "split-negative-first"):
@@ -97,7 +97,7 @@ def test_a_long_prompt_is_captured_as_its_own_rows_whether_padded_or_split(host)
     (x, shape), calls, under = capture(host, "joint_blocks.0.txt", pos, neg, "batched")
     assert {c["context_rows"] for c in calls} == {462}, "batched with repeat padding"
     assert shape == want and x.shape == (3, 231 * HIDDEN)
-    stream = torch.stack([s["txt"][0] for s in under.seen])  # the positive row: 2 repetitions of 231
+    stream = torch.stack([s["txt"][1] for s in under.seen])  # the positive row: 2 repetitions of 231
     assert torch.equal(x, stream[:, :231].flatten(1)) and torch.allclose(stream[:, :231], stream[:, 231:], atol=1e-5)
     (split, split_shape), calls, _ = capture(host, "joint_blocks.0.txt", pos, neg, "split")
     assert {c["context_rows"] for c in calls} == {231, 154} and split_shape == want and split.shape == x.shape
@@ -140,7 +140,7 @@ def test_a_text_stream_edit_lands_clip_on_clip_and_t5_on_t5_of_every_repetition(
     on_long = torch.cat([delta[:77], torch.zeros(77, HIDDEN), delta[77:]])  # 231 rows
     want = {0: on_long, 1: delta}
     seen = edit_rows(host, pos, neg, passes, edit)
-    assert [c for c, _ in seen] == ([[0, 1]] if passes == "batched" else [[0], [1]])
+    assert [c for c, _ in seen] == ([[1, 0]] if passes == "batched" else [[0], [1]])
     for chunks, added in seen:
         for row, chunk in zip(added, chunks):
             one = want[chunk]

@@ -164,7 +164,7 @@ def calc_cond_batch(model: BaseModel, conds: list[Cond | None], x: torch.Tensor,
     """Each non-empty entry of `conds` (0 positive, 1 negative) through the model: batched, or one call each."""
     to_run = [(i, c) for i, c in enumerate(conds) if c is not None]
     if passes == "batched" and _can_pad([c.context.shape[1] for _, c in to_run]):
-        groups = [to_run]
+        groups = [to_run[::-1]]  # ComfyUI batches the chunks last first: cond_or_uncond [1, 0]
     else:
         groups = [[r] for r in (reversed(to_run) if passes == "split-negative-first" else to_run)]
     out: list[torch.Tensor | None] = [None] * len(conds)
