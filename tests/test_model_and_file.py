@@ -368,3 +368,7 @@ def test_a_concept_choice_edits_exactly_for_the_prompt_it_is_given(mlp):
     assert torch.equal(choice.delta(mlp, VOCAB.prompt(CTX)).features, exact)
     assert torch.equal(choice.delta(mlp, "blond, market, hat, left").features, exact)
     assert torch.equal(choice.delta(mlp, " ").features, mlp.delta(["brunette"], ["blond"]))
+    assert choice.delta(mlp, VOCAB.prompt(CTX)).notes == [], "a context that names every category is read whole"
+    partial = choice.delta(mlp, "A blond girl on a boat wearing a hat")  # 'wearing a hat' is no phrase it holds
+    assert torch.equal(partial.features, mlp.delta(["brunette"], ["blond"], context=["A blond girl", "on a boat"]))
+    assert len(partial.notes) == 1 and "recognised A blond girl, on a boat; nothing of hat, pose" in partial.notes[0]
