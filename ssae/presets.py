@@ -56,7 +56,9 @@ class TrainConfig:
     ridge_grid: tuple[float, ...] | None = None
     """Penalties the final readout picks from by its error on the validation rows (None: `ridge`); one member."""
     val_fraction: float = 0.1
-    """Share of the training rows held back for validation and early stopping (0: none)."""
+    """Share of the training rows held back for validation (early stopping, a ridge penalty picked from a grid):
+    the rows of concept pairs drawn from the training rows (`ssae.splits.validation_rows`), so that validation, like
+    the test split, holds mixes the fit rows never show (0: none)."""
     patience: int = 2
     """Stop a member after this many epochs without a better validation loss (0: never)."""
     min_delta: float = 0.02

@@ -31,7 +31,8 @@ from .objectives import GramFactor, GramObjective, MSEObjective, Objective
 from .preprocess import FeatureStats, Preprocessor
 from .presets import PRESETS, Recipe, TrainConfig, with_overrides
 from .readout import solve_readout, solve_readout_picking_ridge
-from .rows import StreamedRows, column_blocks, holdout, preprocessed_rows, streams
+from .rows import StreamedRows, column_blocks, preprocessed_rows, streams
+from .splits import validation_rows
 from .ssae_file import SSAE
 from .store import FeatureSet
 
@@ -83,7 +84,7 @@ class Staged:
 def stage(data: FeatureSet, rows: torch.Tensor, recipe: Recipe, dev: torch.device, rank: int = 0,
           world: int = 1) -> Staged:
     cfg = recipe.train
-    fit, val = holdout(rows.numel(), cfg.val_fraction, cfg.seed)
+    fit, val = validation_rows(data.vocabulary, [data.labels[i] for i in rows.tolist()], cfg.val_fraction, cfg.seed)
     if streams(cfg.stream, cfg.solver, recipe.preprocess, rows.numel() * data.n_features // world, dev):
         pre = Preprocessor.fit(FeatureStats.from_chunks(x for _, x in data.row_blocks(rows)), recipe.preprocess)
         Y = StreamedRows(data, rows, pre, rank_columns(pre.n_kept, rank, world), dev)
@@ -140,7 +141,7 @@ def train(data: FeatureSet, recipe: Recipe = Recipe(), split: str = "train", pro
     info = {"training": training, "history": history, "best_epoch": best_epoch, "concept_counts": counts}
     if len(trainer.best_epochs) > 1:
         info["best_epochs"] = trainer.best_epochs
-    ssae = SSAE(model.cpu(), s.pre, data.vocabulary, data.site, data.feature_shape, info)
+    ssae = SSAE(model.cpu(), s.pre, data.vocabulary, data.site, data.feature_shape, info).compact()  # as saved
     return TrainResult(ssae, history, best_epoch, time.perf_counter() - t0, trainer.resumed_epochs)
 
 
