@@ -85,15 +85,17 @@ def draw_pairs(vocabulary: Vocabulary, labels: Sequence[Sequence[str]], seed: in
     return pairs, [not k for k in rows.kept]
 
 
-def validation_rows(vocabulary: Vocabulary, labels: Sequence[Sequence[str]], fraction: float,
-                    seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fit and validation positions among the training rows `labels`: the rows of pairs drawn with `seed` until
-    about `fraction` of the rows (`draw_pairs`); where no pair can be held out (one category, or too few rows),
-    whole combinations drawn at random; none when `fraction` is 0 or nothing can be held out."""
+def validation_rows(vocabulary: Vocabulary, labels: Sequence[Sequence[str]], fraction: float, seed: int,
+                    by: str = "pairs") -> tuple[torch.Tensor, torch.Tensor]:
+    """Fit and validation positions among the training rows `labels`, about `fraction` of them held out: by "pairs",
+    the rows of concept pairs drawn with `seed` (`draw_pairs`; where none can be held out, as "combinations"); by
+    "combinations", whole combinations drawn at random (every seed of a prompt together). None when `fraction` is
+    0 or nothing can be held out."""
     n = len(labels)
     held = [False] * n
     if fraction > 0 and n > 2:
-        _, held = draw_pairs(vocabulary, labels, seed + 1, fraction=fraction)
+        if by == "pairs":
+            _, held = draw_pairs(vocabulary, labels, seed + 1, fraction=fraction)
         if not any(held):
             held = _combinations_held_out(labels, fraction, seed + 1)
     val = torch.tensor([i for i in range(n) if held[i]], dtype=torch.long)

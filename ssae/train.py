@@ -84,7 +84,8 @@ class Staged:
 def stage(data: FeatureSet, rows: torch.Tensor, recipe: Recipe, dev: torch.device, rank: int = 0,
           world: int = 1) -> Staged:
     cfg = recipe.train
-    fit, val = validation_rows(data.vocabulary, [data.labels[i] for i in rows.tolist()], cfg.val_fraction, cfg.seed)
+    fit, val = validation_rows(data.vocabulary, [data.labels[i] for i in rows.tolist()], cfg.val_fraction, cfg.seed,
+                               cfg.validation)
     if streams(cfg.stream, cfg.solver, recipe.preprocess, rows.numel() * data.n_features // world, dev):
         pre = Preprocessor.fit(FeatureStats.from_chunks(x for _, x in data.row_blocks(rows)), recipe.preprocess)
         Y = StreamedRows(data, rows, pre, rank_columns(pre.n_kept, rank, world), dev)

@@ -78,3 +78,15 @@ def test_the_gram_factor_is_shaped_by_the_fit_rows_only():
     Y[24] = Y[3]
     c = GramFactor(Y, 50, fit, val, energy=1.0)
     assert torch.allclose(c.L_val[0], c.L_fit[3], atol=1e-4)
+
+
+def test_validation_by_whole_combinations_keeps_a_prompts_seeds_together():
+    labels = [list(c) for c in WIDE.all_combinations()] * 3
+    fit, val = validation_rows(WIDE, labels, 0.1, seed=0, by="combinations")
+    assert 0.05 * len(labels) <= val.numel() <= 0.2 * len(labels)
+    val_combos = {frozenset(labels[i]) for i in val.tolist()}
+    assert all(frozenset(labels[i]) not in val_combos for i in fit.tolist())
+    assert all(sum(frozenset(row) == c for row in labels) == sum(frozenset(labels[i]) == c for i in val.tolist())
+               for c in val_combos), "all three seeds of a validation prompt"
+    with pytest.raises(ssae.SSAEError, match="TrainConfig.validation must be one of 'pairs', 'combinations'"):
+        ssae.TrainConfig(validation="rows")

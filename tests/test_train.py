@@ -188,7 +188,7 @@ def test_paper_loop_runs_in_batches_of_16(additive_data, monkeypatch):
     assert len(r.history) == 3
     assert r.history[0]["lr"] == pytest.approx(1e-3) and r.history[-1]["lr"] == pytest.approx(1e-4)
     labels = [additive_data.labels[i] for i in additive_data.indices("train").tolist()]
-    n_fit = len(validation_rows(additive_data.vocabulary, labels, 0.1, 0)[0])
+    n_fit = len(validation_rows(additive_data.vocabulary, labels, 0.1, 0, PRESETS["paper"].train.validation)[0])
     per_epoch = [16] * (n_fit // 16) + ([n_fit % 16] if n_fit % 16 else [])
     assert calls == per_epoch * 3, "minibatches of 16 in order (validation decodes the concept codes)"
 
@@ -208,7 +208,8 @@ def test_sample_codes_never_use_the_validation_rows_codes(interacting_data, pres
     Two runs whose validation rows start from different codes must give the same model."""
     recipe = with_overrides(PRESETS[preset], epochs=4)
     labels = [interacting_data.labels[i] for i in interacting_data.indices("train").tolist()]
-    _, val = validation_rows(interacting_data.vocabulary, labels, recipe.train.val_fraction, recipe.train.seed)
+    _, val = validation_rows(interacting_data.vocabulary, labels, recipe.train.val_fraction, recipe.train.seed,
+                             recipe.train.validation)
     init = SupervisedSAE.__init__
 
     def run(value):
