@@ -4,8 +4,9 @@
   split_heldout_pairs`); training never sees those pairs meet.
 - `development_split` carves pairs of its own out of the training rows, drawn as the test pairs were: settings are
   chosen on it, never on the test split.
-- `validation_rows` holds back, inside one training run, the rows of a few pairs of the training rows, for early
-  stopping and for picking a ridge penalty: validation that looks like the test, unlike random rows of seen pairs.
+- `validation_rows` holds back, inside one training run, rows for early stopping and for picking a ridge penalty:
+  the rows of a few pairs of the training rows (validation that looks like the test, unlike random rows of seen
+  pairs), or whole combinations drawn at random.
 
 Rows of one combination (one prompt, however many seeds sampled it) always fall on the same side.
 """
@@ -35,6 +36,7 @@ class _Rows:
             for p in itertools.combinations(sorted(row), 2):
                 self.of_pair.setdefault(p, []).append(i)
         self.kept = [True] * len(self.labels)
+        self.held = 0
         self.count: dict[str, int] = {}
         for row in self.labels:
             for c in row:
@@ -44,8 +46,7 @@ class _Rows:
         """Hold out `rows` (those still kept) unless that leaves a concept in no kept row, leaves fewer than two
         kept rows, or passes `limit` held-out rows; True when held out."""
         new = [i for i in rows if self.kept[i]]
-        held = self.kept.count(False)
-        if not new or len(self.kept) - held - len(new) < 2 or (limit is not None and held + len(new) > limit):
+        if not new or len(self.kept) - self.held - len(new) < 2 or (limit is not None and self.held + len(new) > limit):
             return False
         lost: dict[str, int] = {}
         for i in new:
@@ -55,6 +56,7 @@ class _Rows:
             return False
         for i in new:
             self.kept[i] = False
+        self.held += len(new)
         for c, n in lost.items():
             self.count[c] -= n
         return True
@@ -75,7 +77,7 @@ def draw_pairs(vocabulary: Vocabulary, labels: Sequence[Sequence[str]], seed: in
     target = None if fraction is None else max(int(fraction * len(labels)), 1)
     tries = 0
     while len(cats) > 1 and tries < 20 * len(rows.of_pair) + 100:
-        if n is not None and len(pairs) >= n or target is not None and rows.kept.count(False) >= target:
+        if n is not None and len(pairs) >= n or target is not None and rows.held >= target:
             break
         tries += 1
         a, b = rng.sample(cats, 2)
@@ -104,6 +106,7 @@ def validation_rows(vocabulary: Vocabulary, labels: Sequence[Sequence[str]], fra
 
 
 def _combinations_held_out(labels: Sequence[Sequence[str]], fraction: float, seed: int) -> list[bool]:
+    """Whole combinations drawn at random until about `fraction` of the rows, each concept keeping a row."""
     rows = _Rows(labels)
     groups: dict[frozenset, list[int]] = {}
     for i, row in enumerate(rows.labels):
@@ -112,7 +115,7 @@ def _combinations_held_out(labels: Sequence[Sequence[str]], fraction: float, see
     random.Random(seed).shuffle(order)
     target = max(int(fraction * len(labels)), 1)
     for g in order:
-        if rows.kept.count(False) >= target:
+        if rows.held >= target:
             break
         rows.hold_out(g, 2 * target)
     return [not k for k in rows.kept]
