@@ -168,6 +168,7 @@ def test_training_again_after_capturing_more_starts_a_fresh_run(comfy):
     save(comfy, prompts)  # the set changed: 6 more samples
     out = train_node(comfy)
     assert "trained default on 24 samples" in out.ui and "resumed" not in out.ui
+    assert "a new run: the set or the settings changed" in out.ui
     assert out.args[0].info["training"]["n_train"] > model.info["training"]["n_train"]
     checkpoints = sorted(p.name for p in (comfy.root / "portraits").glob(".checkpoint-*"))
     assert len(checkpoints) == 2, "the first run's checkpoint is kept beside the new one"
