@@ -9,7 +9,7 @@ from ssae import append_features, count_samples
 from ssae.capture import CapturedSample, collate
 from ssae.errors import SSAEError
 from ssae.paths import inside
-from ssae.store import replace_features
+from ssae.store import new_samples, replace_features
 
 from .common import CATEGORY, FeaturesType, features_root, node_errors
 
@@ -32,8 +32,9 @@ class SSAESaveFeatures(io.ComfyNode):
                                tooltip="auto: each sample's split from SSAE Prompt Set (train for typed labels); "
                                        "train or test: all of them."),
                 io.Combo.Input("if_exists", options=["append", "replace"], default="append", optional=True,
-                               tooltip="append: add these samples to the set; replace: the set holds just these "
-                                       "(queueing the same prompt set again rewrites it instead of doubling it)."),
+                               tooltip="append: add the samples the set does not hold yet (a prompt saved again "
+                                       "with the same features, as a second queue press gives, is skipped; at "
+                                       "another sampling seed it is new); replace: the set holds just these."),
             ],
             outputs=[],
         )
@@ -51,11 +52,18 @@ class SSAESaveFeatures(io.ComfyNode):
                                 "input so that it runs after sampling")
             batch = collate(features, split[0])
             folder = inside(features_root(), name[0])
-            write = replace_features if if_exists[0] == "replace" else append_features
-            write(folder, batch.features, batch.vocabulary, batch.labels, batch.split, batch.prompts, batch.site,
-                  batch.feature_shape)
+            replace = if_exists[0] == "replace"
+            keep = list(range(len(batch.labels))) if replace else new_samples(folder, batch.features, batch.prompts)
+            if keep:
+                write = replace_features if replace else append_features
+                write(folder, batch.features[keep], batch.vocabulary, [batch.labels[i] for i in keep],
+                      [batch.split[i] for i in keep], [batch.prompts[i] for i in keep], batch.site,
+                      batch.feature_shape)
             total = count_samples(folder)
-        n_test = batch.split.count("test")
-        return io.NodeOutput(ui=ui.PreviewText(
-            f"{batch.features.shape[0]} sample(s) of {batch.site} ({n_test} test) written to "
-            f"{os.path.basename(folder)} ({total} in all)"))
+        n_test = sum(batch.split[i] == "test" for i in keep)
+        text = f"{len(keep)} sample(s) of {batch.site} ({n_test} test) written to {os.path.basename(folder)} " \
+               f"({total} in all)"
+        if len(keep) < len(batch.labels):
+            text += (f"; {len(batch.labels) - len(keep)} skipped: the set already holds them (same prompt and "
+                     "features); use if_exists: replace to rewrite the set")
+        return io.NodeOutput(ui=ui.PreviewText(text))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import comfy.model_management
 import comfy.utils
@@ -14,7 +15,7 @@ from ssae.metrics import evaluate
 from ssae.paths import inside
 from ssae.progress import describe, validation_ev
 from ssae.report import loss_curve_image
-from ssae.train import PRESETS, train, with_overrides
+from ssae.train import PRESETS, run_fingerprint, train, with_overrides
 
 from .common import CATEGORY, SSAEType, feature_sets, features_root, node_errors
 
@@ -72,13 +73,21 @@ class SSAETrain(io.ComfyNode):
                 _show(describe(epoch, total, info), node_id)
                 comfy.model_management.throw_exception_if_processing_interrupted()
 
-            ckpt = os.path.join(folder, f".checkpoint-{preset}-{seed}-{epochs}.safetensors")
+            # named by the run's fingerprint: a feature set captured into again starts a fresh run (the old
+            # run's checkpoint stays beside it), an unchanged one resumes after Cancel
+            ckpt = os.path.join(folder, f".checkpoint-{preset}-{run_fingerprint(data, recipe)}.safetensors")
+            same_preset = re.compile(rf"\.checkpoint-{re.escape(preset)}-[0-9a-f]{{16}}\.safetensors")
+            earlier = not os.path.exists(ckpt) and any(same_preset.fullmatch(f) for f in os.listdir(folder))
             result = train(data, recipe, progress=progress, checkpoint=ckpt)
             bar.update_absolute(bar.total)
             if data.split and "test" in data.split:
                 result.ssae.info["metrics"] = {"test": evaluate(result.ssae, data, "test")}
         image = torch.from_numpy(loss_curve_image(result.history).astype(np.float32) / 255.0)[None]
         text = f"trained {preset} on {len(data)} samples in {result.seconds:.1f}s, {len(result.history)} epochs"
+        if result.resumed_epochs:
+            text += f" (resumed after epoch {result.resumed_epochs})"
+        elif earlier:
+            text += " (a new run: the set or the settings changed since the last one)"
         if result.history and validation_ev(result.history[-1]) is not None:
             text += f", validation EV {validation_ev(result.history[-1]):.4f}"
         if "metrics" in result.ssae.info:

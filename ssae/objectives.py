@@ -54,8 +54,10 @@ def val_codes(model: SupervisedSAE, mask: torch.Tensor, ids: torch.Tensor, fit: 
 
 
 class GramFactor:
-    """The training rows as a ridge readout sees them: L [n, r] with L L^T ~ G = Yc Yc^T, rows centred on
-    the fit rows' mean, from the eigenvectors of G that hold `energy` of its trace (r << F).
+    """The training rows as a ridge readout sees them: L_fit [n_fit, r] with L_fit L_fit^T ~ G_fit = Yc Yc^T over
+    the fit rows (centred on their mean), from the eigenvectors of G_fit that hold `energy` of its trace (r << F),
+    and L_val, the validation rows projected onto the same r directions of feature space. The directions come from
+    the fit rows alone, so that validation measures a model that never saw the validation rows.
 
     G is a sum over the n_columns feature columns: in memory or streamed, one pass; under torchrun each rank
     sums its own columns, and the ranks' sums are added in a fixed order (`chunked_sum`), so G has the same
@@ -75,12 +77,13 @@ class GramFactor:
         p[fit] = 1.0 / fit.numel()
         Gp = G @ p  # centring on the fit mean: (I - 1 p^T) G (I - p 1^T), in O(n^2)
         G = G - Gp[None, :] - Gp[:, None] + p @ Gp
-        lam, U = top_eigen(G, energy)
-        L = (U * lam.sqrt()).float()
-        r = L.shape[1]
+        lam, U = top_eigen(G[fit][:, fit], energy)
+        root = lam.sqrt()
+        self.fit, self.val, self.rank = fit, val, lam.numel()
+        self.L_fit = (U * root).float()
+        # y_v's coordinates along the fit rows' directions q_i = Yc_fit^T u_i / sqrt(lam_i): G[v, fit] u_i / sqrt(lam_i)
+        self.L_val = (G[val][:, fit] @ U / root.clamp(min=1e-30)).float()
         diag = G.diagonal()
-        self.fit, self.val, self.rank = fit, val, r
-        self.L_fit, self.L_val = L[fit], L[val]
         self.tr_fit = float(diag[fit].sum())
         if self.tr_fit <= 0:
             raise SSAEError("the training rows do not vary (every feature is constant over them): there is nothing "

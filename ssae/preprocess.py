@@ -152,16 +152,30 @@ class Preprocessor:
         out[:, self.index.to(dy.device)] = dx
         return out
 
+    def without_constant(self) -> tuple[Preprocessor, torch.Tensor]:
+        """The preprocessor with its kept dimensions that were constant in training (scale 0) moved to the dropped
+        ones, which decode to `fill` (their constant), and the mask of the kept dimensions that remain. An SSAE
+        stores nothing for a constant dimension: SD3's conditioning is zero in most channels of its CLIP rows."""
+        keep = self.scale != 0
+        if bool(keep.all()):
+            return self, keep
+        index = torch.arange(self.n_features) if self.index is None else self.index.long()
+        fill = self.shift.clone() if self.index is None else self.fill.float().clone()
+        fill[index[~keep]] = self.shift[~keep]
+        return Preprocessor(self.n_features, self.shift[keep], self.scale[keep], index[keep], fill, self.config), keep
+
     def tensors(self) -> dict[str, torch.Tensor]:
         t = {"pre.shift": self.shift, "pre.scale": self.scale}
-        if self.index is not None:
-            t |= {"pre.index": self.index.long(), "pre.fill": self.fill}
+        if self.index is not None:  # int32 holds any column number of a feature up to 2^31 values
+            t |= {"pre.index": self.index.to(torch.int32 if self.n_features < 2**31 else torch.int64),
+                  "pre.fill": self.fill}
         return t
 
     @classmethod
     def from_tensors(cls, t: dict[str, torch.Tensor], n_features: int, config: PreprocessConfig) -> Preprocessor:
-        return cls(n_features, t["pre.shift"].float(), t["pre.scale"].float(), t.get("pre.index"),
-                   t.get("pre.fill"), config)
+        index = t.get("pre.index")
+        return cls(n_features, t["pre.shift"].float(), t["pre.scale"].float(),
+                   None if index is None else index.long(), None if index is None else t["pre.fill"].float(), config)
 
     def config_dict(self) -> dict:
         return asdict(self.config)

@@ -16,10 +16,10 @@ from .model import DecoderConfig, ModelConfig
 from .preprocess import PreprocessConfig
 
 RIDGE_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
-"""Relative ridge penalties a readout picks from on the validation rows (see `ssae.ridge`). Validation rows
-drawn at random favour less shrinkage than concept pairs never seen together do, so the grid starts at the
-penalty of the additive closed-form baseline (`ssae.baselines.additive_fit`): the additive preset is never
-less regularised than that baseline."""
+"""Relative ridge penalties a readout picks from on the validation rows, which hold concept pairs the fit rows
+never show together (see `ssae.ridge`, `ssae.splits.validation_rows`). The grid starts at the penalty of the
+additive closed-form baseline (`ssae.baselines.additive_fit`): the additive preset is never less regularised
+than that baseline."""
 
 
 @dataclass(frozen=True)
@@ -52,19 +52,27 @@ class TrainConfig:
     lr_end: float = 3e-3
     """Adam's learning rate decays linearly per epoch from lr to lr_end (the paper: 1e-3 -> 1e-4)."""
     ridge: float = 3e-3
-    """Ridge penalty of the solved readout, relative to the mean squared norm of the basis (`ssae.ridge`)."""
+    """Ridge penalty of the solved readout, relative to the mean squared norm of the basis (`ssae.ridge`); chosen on
+    development pairs (benchmarks/README.md)."""
     ridge_grid: tuple[float, ...] | None = None
     """Penalties the final readout picks from by its error on the validation rows (None: `ridge`); one member."""
     val_fraction: float = 0.1
-    """Share of the training rows held back for validation and early stopping (0: none)."""
-    patience: int = 2
+    """Share of the training rows held back for validation (early stopping, a ridge penalty picked from a grid;
+    0: none)."""
+    validation: Literal["pairs", "combinations"] = "combinations"
+    """Which rows validate (`ssae.splits.validation_rows`): pairs, the rows of concept pairs drawn from the training
+    rows, so that validation, like the test split, holds mixes the fit rows never show (what the additive preset
+    picks its penalty on); combinations, whole combinations drawn at random (what the default's early stopping
+    did best with on the development pairs: held-out pairs also take those mixes out of the members' fit). Either
+    way every seed of a prompt falls on one side."""
+    patience: int = 3
     """Stop a member after this many epochs without a better validation loss (0: never)."""
     min_delta: float = 0.02
     """A validation loss counts as better when it is below the best by this fraction of the best."""
     energy: float = 0.99
     """gram solver: share of the Gram matrix's trace its low-rank factor keeps for the optimised objective
-    (the final readout uses every column of the data). Leaving out the last 1% makes a step cheaper and
-    generalised better to unseen concept pairs on every set measured than 0.999 (benchmarks/README.md)."""
+    (the final readout uses every column of the data). Leaving out the last 1% makes a step cheaper; on the
+    development pairs 0.999 and 0.95 did no better (benchmarks/README.md)."""
     warm_start: bool = True
     """adam solver: start W, b at their ridge solution instead of random."""
     seed: int = 0
@@ -82,6 +90,7 @@ class TrainConfig:
         o = "TrainConfig"
         check_choice(o, "solver", self.solver, ("gram", "adam", "mean"))
         check_choice(o, "optimizer", self.optimizer, ("lbfgs", "adam"))
+        check_choice(o, "validation", self.validation, ("pairs", "combinations"))
         for name, low in (("epochs", 0), ("lbfgs_steps", 1), ("members", 1), ("patience", 0), ("seed", 0),
                           ("checkpoint_every", 1)):
             check_int(o, name, getattr(self, name), low)
@@ -160,7 +169,7 @@ _PAPER_LOOP = TrainConfig(solver="adam", optimizer="adam", epochs=100, members=1
 PRESETS: dict[str, Recipe] = {
     "default": Recipe(model=DecoderConfig(d=1, hidden=128)),
     "additive": Recipe(model=DecoderConfig(d=1, decoder="linear"),
-                       train=TrainConfig(epochs=0, members=1, ridge_grid=RIDGE_GRID)),
+                       train=TrainConfig(epochs=0, members=1, ridge_grid=RIDGE_GRID, validation="pairs")),
     "paper": Recipe(model=DecoderConfig(decoder="linear"), preprocess=_PAPER_PREP, train=_PAPER_LOOP),
     "paper-trainable": Recipe(model=DecoderConfig(code="sample", activation="relu", decoder="linear"),
                               preprocess=_PAPER_PREP, train=_PAPER_LOOP),
@@ -171,8 +180,9 @@ PRESETS: dict[str, Recipe] = {
                               train=TrainConfig(solver="mean", epochs=0, members=1, val_fraction=0.0)),
 }
 """default: an ensemble of mlp decoders (hidden 128 each) over the concept weights, the readout solved, the
-hidden layers by L-BFGS, all dimensions standardised. additive: the closed-form linear decoder, its ridge
-penalty picked on the validation rows. paper*: the three variants of the reference code with its loop and
+hidden layers by L-BFGS, all dimensions standardised; its settings chosen on development pairs
+(benchmarks/README.md). additive: the closed-form linear decoder, its ridge penalty picked on validation rows
+of held-out concept pairs. paper*: the three variants of the reference code with its loop and
 preprocessing. mean-difference: no SSAE, the baseline it is measured against: each concept's vector is the
 mean of its samples minus the mean of all, so an edit adds mean(new) - mean(old), a Concept-Sliders-like
 steering direction."""

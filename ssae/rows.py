@@ -1,4 +1,4 @@
-"""The training rows: validation hold-out, preprocessed in memory, or streamed from the shards.
+"""The training rows: preprocessed in memory, or streamed from the shards.
 
 Under torchrun each process holds (or streams) only its own slice of the preprocessed feature columns.
 """
@@ -12,15 +12,6 @@ from .distributed import rank_columns
 from .errors import SSAEError
 from .preprocess import FeatureStats, PreprocessConfig, Preprocessor
 from .store import FeatureSet
-
-
-def holdout(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fit and validation positions among n rows; validation only when there are enough rows for it."""
-    n_val = int(n * fraction)
-    if n_val < 1 or n - n_val < 2:
-        return torch.arange(n), torch.arange(0)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
-    return perm[n_val:].sort().values, perm[:n_val].sort().values
 
 
 def preprocessed_rows(data: FeatureSet, rows: torch.Tensor, config: PreprocessConfig, dev: torch.device,

@@ -7,6 +7,7 @@ and then the manifest, both atomically, so a crash at any point leaves every com
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -162,7 +163,7 @@ def append_features(folder: str | Path, features: torch.Tensor, vocabulary: Voca
         k += 1
     name = f"shard-{k:05d}.safetensors"
     save_features(folder / name, features, vocabulary, labels, split, prompts, site, feature_shape)
-    shards = shards + [{"file": name, "n": len(labels)}]
+    shards = shards + [{"file": name, "n": len(labels), "digests": sample_digests(features, prompts)}]
     doc = {"format": FEATURES_FORMAT, "site": site, "n_features": n_features_of(feature_shape or [features[0].numel()]),
            "vocabulary": vocabulary.categories, "shards": shards}
     atomic_write_text(json.dumps(doc, indent=1), folder / MANIFEST)
@@ -238,6 +239,48 @@ def relayout_features(data: FeatureSet, out: str | Path, t5_rows: int = 77) -> P
                         [data.split[i] for i in rows] if data.split else None,
                         [data.prompts[i] for i in rows] if data.prompts else None, "conditioning", shape)
     return out
+
+
+def sample_digests(features: torch.Tensor, prompts: Sequence[str] | None = None) -> list[str]:
+    """A short digest of each sample: its prompt and feature values (as float32). A prompt captured
+    again the same way (its conditioning, or a block at the same seed) has the same digest; a capture at
+    another seed, with other features, has another."""
+    x = features.reshape(features.shape[0], -1).detach().float().cpu().contiguous()
+    out = []
+    for i in range(x.shape[0]):
+        h = hashlib.blake2b(digest_size=8)
+        h.update(json.dumps(prompts[i] if prompts is not None else None).encode())
+        h.update(x[i].numpy().tobytes())
+        out.append(h.hexdigest())
+    return out
+
+
+def new_samples(folder: str | Path, features: torch.Tensor, prompts: Sequence[str] | None = None) -> list[int]:
+    """Positions of the samples that a feature-set folder does not hold yet (and that no earlier position of
+    the batch repeats): what an append adds without doubling a prompt set that is saved twice."""
+    folder = Path(folder)
+    held = _held_digests(folder) if (folder / MANIFEST).exists() else set()
+    keep = []
+    for i, d in enumerate(sample_digests(features, prompts)):
+        if d not in held:
+            held.add(d)
+            keep.append(i)
+    return keep
+
+
+def _held_digests(folder: Path) -> set[str]:
+    """Digests of every sample in a folder: from its manifest, or read off a shard written before digests were."""
+    held: set[str] = set()
+    for s in _read_manifest(folder)["shards"]:
+        digests = s.get("digests")
+        if digests is None:
+            x = load_tensors(folder / s["file"], ["features"], FeatureFileError)["features"]
+            digests = sample_digests(x, _open_shard(folder / s["file"]).prompts)
+        elif not (isinstance(digests, list) and all(isinstance(d, str) for d in digests)):
+            raise FeatureFileError(f"{folder / MANIFEST} is damaged (a shard's digests are not a list of strings): "
+                                   "rebuild it from the shard files or capture again")
+        held.update(digests)
+    return held
 
 
 def count_samples(folder: str | Path) -> int:

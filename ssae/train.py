@@ -31,12 +31,13 @@ from .objectives import GramFactor, GramObjective, MSEObjective, Objective
 from .preprocess import FeatureStats, Preprocessor
 from .presets import PRESETS, Recipe, TrainConfig, with_overrides
 from .readout import solve_readout, solve_readout_picking_ridge
-from .rows import StreamedRows, column_blocks, holdout, preprocessed_rows, streams
+from .rows import StreamedRows, column_blocks, preprocessed_rows, streams
+from .splits import validation_rows
 from .ssae_file import SSAE
 from .store import FeatureSet
 
-__all__ = ["PRESETS", "Recipe", "TrainConfig", "TrainResult", "Trainer", "Progress", "pick_device", "train",
-           "with_overrides"]
+__all__ = ["PRESETS", "Recipe", "TrainConfig", "TrainResult", "Trainer", "Progress", "pick_device", "run_fingerprint",
+           "train", "with_overrides"]
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int, dict], None]
 """progress(epoch, total_epochs, history entry); may raise to cancel (the history is kept). The entry holds
@@ -50,6 +51,8 @@ class TrainResult:
     history: list[dict]
     best_epoch: int
     seconds: float
+    resumed_epochs: int = 0
+    """Epochs a checkpoint already held when this call started (0: a fresh run)."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -81,7 +84,8 @@ class Staged:
 def stage(data: FeatureSet, rows: torch.Tensor, recipe: Recipe, dev: torch.device, rank: int = 0,
           world: int = 1) -> Staged:
     cfg = recipe.train
-    fit, val = holdout(rows.numel(), cfg.val_fraction, cfg.seed)
+    fit, val = validation_rows(data.vocabulary, [data.labels[i] for i in rows.tolist()], cfg.val_fraction, cfg.seed,
+                               cfg.validation)
     if streams(cfg.stream, cfg.solver, recipe.preprocess, rows.numel() * data.n_features // world, dev):
         pre = Preprocessor.fit(FeatureStats.from_chunks(x for _, x in data.row_blocks(rows)), recipe.preprocess)
         Y = StreamedRows(data, rows, pre, rank_columns(pre.n_kept, rank, world), dev)
@@ -117,7 +121,7 @@ def train(data: FeatureSet, recipe: Recipe = Recipe(), split: str = "train", pro
             m.embed.requires_grad_(False).fill_(1.0)  # (leaky_relu(1) = relu(1) = 1)
         return m
 
-    trainer = Trainer(cfg, progress if rank == 0 else None, checkpoint, _fingerprint(data, rows, recipe, world),
+    trainer = Trainer(cfg, progress if rank == 0 else None, checkpoint, run_fingerprint(data, recipe, split, world),
                       writer=rank == 0)
     fit_model = {"gram": _fit_gram, "adam": _fit_adam, "mean": _fit_mean}[cfg.solver]
     model, chosen_ridge = fit_model(s, cfg, trainer, new_member)
@@ -138,8 +142,8 @@ def train(data: FeatureSet, recipe: Recipe = Recipe(), split: str = "train", pro
     info = {"training": training, "history": history, "best_epoch": best_epoch, "concept_counts": counts}
     if len(trainer.best_epochs) > 1:
         info["best_epochs"] = trainer.best_epochs
-    ssae = SSAE(model.cpu(), s.pre, data.vocabulary, data.site, data.feature_shape, info)
-    return TrainResult(ssae, history, best_epoch, time.perf_counter() - t0)
+    ssae = SSAE(model.cpu(), s.pre, data.vocabulary, data.site, data.feature_shape, info).compact()  # as saved
+    return TrainResult(ssae, history, best_epoch, time.perf_counter() - t0, trainer.resumed_epochs)
 
 
 def _trainable(model: SupervisedSAE, solved_readout: bool) -> list[str]:
@@ -204,13 +208,17 @@ def _concept_counts(vocabulary, mask: torch.Tensor) -> dict[str, int]:
     return counts
 
 
-def _fingerprint(data: FeatureSet, rows: torch.Tensor, recipe: Recipe, world: int) -> str:
-    """What a checkpoint must share with the run that resumes it (device and save cadence may differ)."""
+def run_fingerprint(data: FeatureSet, recipe: Recipe, split: str = "train", world: int = 1) -> str:
+    """What a checkpoint must share with the run that resumes it: the recipe (device and save cadence may
+    differ), the split's rows and labels, and the shard files themselves (name, size, modification time), so
+    that a feature set appended to or rewritten since gives another run. Naming a checkpoint by it (as
+    SSAETrain does) starts a fresh run on changed data and resumes on unchanged data."""
     settings = recipe.to_dict()
     for k in ("device", "amp", "checkpoint_every", "stream"):
         settings["train"].pop(k)
-    h = hashlib.sha256(json.dumps([settings, data.site, data.n_features, len(data), rows.tolist(),
-                                   data.labels, world]).encode())
+    shards = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in data.shards]
+    h = hashlib.sha256(json.dumps([settings, data.site, data.n_features, len(data), data.indices(split).tolist(),
+                                   data.labels, shards, world]).encode())
     return h.hexdigest()[:16]
 
 
@@ -225,6 +233,7 @@ class Trainer:
         self.saving = bool(checkpoint) and writer
         self.history: list[dict] = []
         self.best_epochs: list[int | None] = []
+        self.resumed_epochs = 0
 
     def optimizer(self, params: list[torch.nn.Parameter]) -> LBFGS | torch.optim.Adam:
         """L-BFGS for the gram solver's full-batch objective (unless Adam is asked for), else Adam."""
@@ -244,6 +253,7 @@ class Trainer:
         st = ckpt.RunState()
         if self.path and Path(self.path).exists():
             st = ckpt.load(self.path, self.fingerprint)
+            self.resumed_epochs = st.epoch
             log.info("resuming from %s at epoch %d (member %d)", self.path, st.epoch, st.member)
         self.history = st.history
         members: list[SupervisedSAE] = []

@@ -39,7 +39,8 @@ def test_train_eval_inspect(tmp_path, capsys):
     m = json.loads(capsys.readouterr().out)
     assert {"explained_variance", "cosine", "mse", "n"} == set(m)
     assert m["n"] == len(ssae.load_features(feats).indices("test"))
-    assert m["explained_variance"] == pytest.approx(s.info["metrics"]["test"]["explained_variance"], abs=1e-9)
+    # the stored metrics are the trained model's; the file holds its readout in half precision
+    assert m["explained_variance"] == pytest.approx(s.info["metrics"]["test"]["explained_variance"], abs=1e-4)
     assert main(["eval", str(model), str(feats), "--split", "train"]) == 0
     assert capsys.readouterr().out.startswith("train: explained variance")
 

@@ -1,4 +1,6 @@
-"""torchrun with two CPU processes (gloo) trains the same SSAE as one process."""
+"""torchrun with two CPU processes (gloo) trains the same SSAE as one process with as many threads per process:
+torchrun runs each worker on one thread, and the suite runs everything on one (tests/conftest.py). A process on
+another number of threads rounds its matrix products otherwise, and L-BFGS turns that into another model."""
 import os
 import socket
 import subprocess

@@ -405,8 +405,8 @@ def model_meta(files, parsed, **changes):
 
 
 @pytest.mark.parametrize("changes, message", [
-    (dict(format="ssae/2"), "format 'ssae/1'"),
-    (dict(format="ssae-features/1"), "format 'ssae/1'"),
+    (dict(format="ssae/9"), "format 'ssae/1' or 'ssae/2'"),
+    (dict(format="ssae-features/1"), "format 'ssae/1' or 'ssae/2'"),
     (dict(vocabulary=json.dumps({"c": [f"x{i}" for i in range(200_000)]})), "concepts"),
     (dict(vocabulary="[1]"), "inconsistent metadata"),
     (dict(model={"n_concepts": 2**40}), "concepts"),

@@ -1,6 +1,7 @@
 """ssae.model and ssae.ssae_file: the decoder, and the SSAE that composes, reconstructs, edits and is a file."""
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -149,7 +150,7 @@ def test_merged_members_output_the_members_mean_exactly():
 @pytest.mark.parametrize("preset", ["additive", "default", "paper-trainable"])
 def test_save_load_round_trip_gives_identical_outputs(data, tmp_path, preset):
     s = trained(data, preset, epochs=4, patience=0)
-    path = s.save(tmp_path / "m.safetensors")
+    path = s.save(tmp_path / "m.safetensors", half=False)
     t = ssae.SSAE.load(path)
     assert torch.equal(s.compose(MIX), t.compose(MIX))
     assert torch.equal(s.reconstruct(data.labels[:5]), t.reconstruct(data.labels[:5]))
@@ -204,7 +205,7 @@ def test_load_refuses_reshaped_missing_or_extra_tensors(additive, tmp_path):
 
 def test_a_file_with_unknown_config_keys_loads_with_a_warning(additive, tmp_path, caplog):
     """Written by a newer ssae: extra keys in its stored configs are named in a warning, not an error."""
-    path = additive.save(tmp_path / "m.safetensors")
+    path = additive.save(tmp_path / "m.safetensors", half=False)
     t = load_file(str(path))
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
@@ -218,11 +219,15 @@ def test_a_file_with_unknown_config_keys_loads_with_a_warning(additive, tmp_path
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda m: m | {"ssae.format": "ssae/2"}, "not an SSAE file of format 'ssae/1' \\(found 'ssae/2'\\).*upgrade"),
+    (lambda m: m | {"ssae.format": "ssae/9"},
+         "not an SSAE file of format 'ssae/1' or 'ssae/2' \\(found 'ssae/9'\\).*upgrade"),
     (lambda m: {k: v for k, v in m.items() if k != "ssae.format"}, "found None"),
     (lambda m: {k: v for k, v in m.items() if k != "ssae.model"}, "no 'ssae.model' metadata"),
     (lambda m: m | {"ssae.vocabulary": '{"a": ["x", "y"]}'}, "model has 9 concepts, vocabulary 2"),
-    (lambda m: m | {"ssae.feature_shape": "[50]"}, "decoder writes 48 features, preprocessing keeps 50"),
+    (lambda m: m | {"ssae.feature_shape": "[40]"}, "decoder writes 48 features, preprocessing keeps at most 40"),
+    (lambda m: m | {"ssae.feature_shape": "[50]"}, "tensors .* do not match the metadata"),
+    (lambda m: m | {"ssae.format": "ssae/1", "ssae.feature_shape": "[50]"},
+     "decoder writes 48 features, preprocessing keeps 50"),
     (lambda m: m | {"ssae.preprocess": '{"scale": "log"}'},
      "inconsistent metadata.*PreprocessConfig.scale must be one of .*got 'log'"),
     (lambda m: m | {"ssae.model": '{"n_concepts": 9}'}, "inconsistent metadata"),
@@ -353,10 +358,10 @@ def test_top_k_preprocessing_returns_the_full_size_with_training_means(data, tmp
     for out in (s.compose({"blond": 1.0}), s.reconstruct(data.labels[:3])[2], s.compose({})):
         assert out.shape == (48,) and torch.allclose(out[dropped], train_x.mean(0)[dropped], atol=1e-5)
     assert not s.delta(add=["hat"], remove=["cap"])[dropped].any(), "an edit leaves unselected dimensions alone"
-    t = ssae.SSAE.load(s.save(tmp_path / "k.safetensors"))
+    t = ssae.SSAE.load(s.save(tmp_path / "k.safetensors", half=False))
     assert torch.equal(t.compose({"blond": 1.0}), s.compose({"blond": 1.0}))
     tensors = load_file(str(tmp_path / "k.safetensors"))
-    assert tensors["pre.index"].dtype == torch.int64 and tensors["pre.index"].shape == (10,)
+    assert tensors["pre.index"].dtype == torch.int32 and tensors["pre.index"].shape == (10,)
     assert tensors["pre.fill"].shape == (48,) and tensors["model.W"].shape[1] == 10
 
 
@@ -372,3 +377,69 @@ def test_a_concept_choice_edits_exactly_for_the_prompt_it_is_given(mlp):
     partial = choice.delta(mlp, "A blond girl on a boat wearing a hat")  # 'wearing a hat' is no phrase it holds
     assert torch.equal(partial.features, mlp.delta(["brunette"], ["blond"], context=["A blond girl", "on a boat"]))
     assert len(partial.notes) == 1 and "recognised A blond girl, on a boat; nothing of hat, pose" in partial.notes[0]
+
+
+# -- what a file stores (ssae/2) -----------------------------------------------------------------
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def test_dimensions_constant_in_training_take_no_room_and_decode_to_their_constant(tmp_path):
+    """Issue 19 item 5: SD3's conditioning is zero in most channels of its CLIP rows; an SSAE stores nothing for
+    them, and still returns them, whatever it composes or edits."""
+    path = make_features(tmp_path / "f.safetensors", n_features=48)
+    fs = ssae.load_features(path)
+    x = fs.load()
+    x[:, ::3] = 0.0  # a third of the channels zero, as SD3's CLIP rows
+    x[:, 1] = 2.5  # and one a constant
+    fs = ssae.load_features(ssae.save_features(tmp_path / "g.safetensors", x, fs.vocabulary, fs.labels, fs.split,
+                                               fs.prompts))
+    s = ssae.train(fs, with_overrides(PRESETS["default"], epochs=3)).ssae
+    constant = torch.zeros(48, dtype=torch.bool)
+    constant[::3], constant[1] = True, True
+    assert s.model.cfg.n_features == 48 - int(constant.sum()) and s.pre.n_kept == s.model.cfg.n_features
+    for out in (s.compose(MIX), s.reconstruct(fs.labels[:4])[3], s.compose({})):
+        assert out.shape == (48,) and torch.equal(out[constant], x[0, constant])
+    assert not s.delta(add=["brunette"], remove=["blond"])[constant].any()
+    full = tmp_path / "full.safetensors"
+    ssae.SSAE(s.model, s.pre, s.vocabulary, s.site, s.feature_shape, s.info).save(full, half=False)
+    t = ssae.SSAE.load(full)
+    assert torch.equal(t.compose(MIX), s.compose(MIX)) and t.model.cfg == s.model.cfg
+    tensors = load_file(str(full))
+    assert tensors["model.W"].shape[1] == 48 - int(constant.sum())
+    assert tensors["pre.index"].shape == (48 - int(constant.sum()),) and tensors["pre.fill"].shape == (48,)
+
+
+def test_the_readout_is_stored_in_half_precision(data, tmp_path):
+    s = trained(data, "default", epochs=3)
+    half, full = s.save(tmp_path / "h.safetensors"), s.save(tmp_path / "f.safetensors", half=False)
+    assert load_file(str(half))["model.W"].dtype == torch.float16
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    t = ssae.SSAE.load(half)
+    x = data.load(data.indices("test"))
+    err = ((t.reconstruct([data.labels[i] for i in data.indices("test").tolist()]) - x) ** 2).sum()
+    ref = ((s.reconstruct([data.labels[i] for i in data.indices("test").tolist()]) - x) ** 2).sum()
+    assert abs(float(err / ref) - 1) < 1e-3, "half precision costs no held-out error to speak of"
+    assert torch.allclose(t.compose(MIX), s.compose(MIX), rtol=2e-3, atol=2e-3)
+    big = ssae.SSAE(s.model, s.pre, s.vocabulary, s.site, s.feature_shape, s.info)
+    with torch.no_grad():
+        big.model.W[0, 0] = 1e6  # beyond float16: the readout stays float32
+    assert load_file(str(big.save(tmp_path / "big.safetensors")))["model.W"].dtype == torch.float32
+
+
+def test_files_of_format_ssae_1_still_load():
+    """Written by the code before issue 19 (a float32 readout over every kept dimension, an int64 top-k index)."""
+    expected = json.loads((DATA / "ssae1_compose.json").read_text())
+    for name in ("default", "topk"):
+        path = DATA / f"ssae1_{name}.safetensors"
+        with safe_open(str(path), "pt") as f:
+            assert f.metadata()["ssae.format"] == "ssae/1"
+        s = ssae.SSAE.load(path)
+        assert torch.allclose(s.compose(MIX), torch.tensor(expected[name]), atol=1e-6)
+
+
+def test_tensors_of_the_wrong_type_are_refused(additive, tmp_path):
+    path = additive.save(tmp_path / "m.safetensors")
+    with pytest.raises(ModelFileError, match="tensors of the wrong type .*model.W"):
+        ssae.SSAE.load(rewrite(path, tmp_path / "int.safetensors",
+                               lambda t: t | {"model.W": t["model.W"].to(torch.int16)}))

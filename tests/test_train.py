@@ -11,8 +11,8 @@ from ssae import SSAEError
 from ssae.metrics import evaluate
 from ssae.model import DecoderConfig, SupervisedSAE
 from ssae.presets import PRESETS, Recipe, TrainConfig, with_overrides
-from ssae.rows import holdout
 from ssae.safefile import read_header
+from ssae.splits import validation_rows
 from ssae.train import pick_device, train
 
 
@@ -187,9 +187,8 @@ def test_paper_loop_runs_in_batches_of_16(additive_data, monkeypatch):
     r = train(additive_data, with_overrides(PRESETS["paper"], epochs=3))
     assert len(r.history) == 3
     assert r.history[0]["lr"] == pytest.approx(1e-3) and r.history[-1]["lr"] == pytest.approx(1e-4)
-    n_train = len(additive_data.indices("train"))
-    n_val = int(n_train * 0.1)
-    n_fit = n_train - n_val
+    labels = [additive_data.labels[i] for i in additive_data.indices("train").tolist()]
+    n_fit = len(validation_rows(additive_data.vocabulary, labels, 0.1, 0, PRESETS["paper"].train.validation)[0])
     per_epoch = [16] * (n_fit // 16) + ([n_fit % 16] if n_fit % 16 else [])
     assert calls == per_epoch * 3, "minibatches of 16 in order (validation decodes the concept codes)"
 
@@ -208,8 +207,9 @@ def test_sample_codes_never_use_the_validation_rows_codes(interacting_data, pres
     (means over the fit rows), nor the readout, nor the validation loss that picks the best epoch may use them.
     Two runs whose validation rows start from different codes must give the same model."""
     recipe = with_overrides(PRESETS[preset], epochs=4)
-    n = len(interacting_data.indices("train"))
-    _, val = holdout(n, recipe.train.val_fraction, recipe.train.seed)
+    labels = [interacting_data.labels[i] for i in interacting_data.indices("train").tolist()]
+    _, val = validation_rows(interacting_data.vocabulary, labels, recipe.train.val_fraction, recipe.train.seed,
+                             recipe.train.validation)
     init = SupervisedSAE.__init__
 
     def run(value):
@@ -236,7 +236,8 @@ def test_additive_picks_its_ridge_on_the_validation_rows(interacting_data):
     assert r.ssae.info["training"]["chosen_ridge"] in grid and r.history == []
     Y = r.ssae.pre.transform(interacting_data.load(interacting_data.indices("train"))).double()
     M = interacting_data.mask(interacting_data.indices("train")).double()
-    fit, val = holdout(len(M), 0.1, 0)
+    labels = [interacting_data.labels[i] for i in interacting_data.indices("train").tolist()]
+    fit, val = validation_rows(interacting_data.vocabulary, labels, 0.1, 0)
     errors = []
     for ridge in grid:
         W, b = ridge_fit(M[fit], Y[fit], ridge)

@@ -116,16 +116,18 @@ def write_training_set(folder: Path) -> None:
     ssae.append_features(folder, x, VOCAB, combos, site="joint_blocks.0.img", feature_shape=[128])
 
 
-def cancel_once_checkpointed(comfy: Comfy, pid: str, checkpoint: Path, timeout: float = 120) -> dict:
-    """Press Cancel (POST /interrupt) as soon as the running prompt's first periodic checkpoint exists, so training
-    is under way; the prompt's /history entry once it has ended."""
+def cancel_once_checkpointed(comfy: Comfy, pid: str, folder: Path, pattern: str,
+                             timeout: float = 120) -> tuple[dict, Path]:
+    """Press Cancel (POST /interrupt) as soon as the running prompt's first periodic checkpoint (a file of `folder`
+    matching `pattern`) exists, so training is under way; the prompt's /history entry once it has ended, and the
+    checkpoint."""
     end = time.time() + timeout
-    while not checkpoint.exists():
+    while not (found := sorted(folder.glob(pattern))):
         assert pid not in comfy.get(f"/history/{pid}"), "training ended before its first checkpoint: raise TRAIN_EPOCHS"
         assert time.time() < end, f"no checkpoint written in {timeout} s"
         time.sleep(0.05)
     comfy.interrupt(pid)
-    return comfy.wait(pid)
+    return comfy.wait(pid), found[0]
 
 
 def test_cancel_keeps_history_and_requeue_resumes(comfy: Comfy):
@@ -134,10 +136,11 @@ def test_cancel_keeps_history_and_requeue_resumes(comfy: Comfy):
     graph = {"train": {"class_type": "SSAETrain", "inputs": {"features": name, "preset": preset, "epochs": epochs,
                                                              "seed": 0, "device": "cpu"}},
              "save": {"class_type": "SSAESave", "inputs": {"ssae": ["train", 0], "filename": "cancelled_then_resumed"}}}
-    checkpoint = comfy.feature_folder(name) / f".checkpoint-{preset}-0-{epochs}.safetensors"
     saved = comfy.base / "models" / "ssae" / "cancelled_then_resumed.safetensors"
 
-    entry = cancel_once_checkpointed(comfy, comfy.queue(graph), checkpoint)
+    # named by the run's fingerprint: the same set and settings find it again
+    entry, checkpoint = cancel_once_checkpointed(comfy, comfy.queue(graph), comfy.feature_folder(name),
+                                                 f".checkpoint-{preset}-*.safetensors")
     assert entry["status"]["status_str"] == "error" and "execution_interrupted" in messages(entry)
     assert "execution_success" not in messages(entry) and not saved.exists()
     _, meta = read_header(checkpoint)
