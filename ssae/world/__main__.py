@@ -20,6 +20,8 @@ def cmd_build(a: argparse.Namespace) -> int:
     recipe = PRESETS["quick" if a.quick else "default"]
     if a.depth:
         recipe = replace(recipe, dit=replace(recipe.dit, depth=a.depth))
+    if a.dual_attention is not None:
+        recipe = replace(recipe, dit=replace(recipe.dit, dual_attention_layers=a.dual_attention))
     t = time.perf_counter()
     built = build(a.dir, recipe, progress=not a.no_progress)
     print(f"world {built.hashes['world']} in {a.dir} ({time.perf_counter() - t:.1f}s)")
@@ -57,6 +59,14 @@ def _blocks(text: str) -> int:
     return int(text)
 
 
+def _block_list(text: str) -> tuple[int, ...]:
+    """argparse type of --dual-attention: comma-separated block indices, or empty for none."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated block indices such as 0,1, got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
 def _server_command(sub, name: str, help: str, fn) -> argparse.ArgumentParser:
     """A subcommand that samples a built world through a running ComfyUI: DIR, --url, --out, --json, --no-progress."""
     c = sub.add_parser(name, help=help)
@@ -79,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--quick", action="store_true", help="a tiny world for tests (seconds; quality irrelevant)")
     b.add_argument("--depth", type=_blocks, default=None,
                    help="the MMDiT's joint blocks (default 2; hidden width 64 per block, as ComfyUI detects it)")
+    b.add_argument("--dual-attention", type=_block_list, default=None,
+                   help="blocks with SD3.5 Medium's extra image self-attention (MMDiT-X), e.g. 0,1 (default 0; "
+                        "'' for none)")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(fn=cmd_build)
     r = _server_command(sub, "probe", "prompt seen and held-out combinations through a running ComfyUI and "

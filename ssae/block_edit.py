@@ -1,0 +1,136 @@
+"""Block edits in ComfyUI's replace-patch protocol, beyond adding to a block's output (no ComfyUI import).
+
+Where: a joint block's `input` (the stream its attention reads) or its `output` (what the next block reads).
+How: `residual`, the edit added to the stream; or `kv`, the edit reaching the joint attention's text keys and
+values only (attention injection, as Stable Flow and FreeFlux do on MMDiTs): the block's queries, its image
+rows and its residual stream stay as they were. How much: a fixed `strength`, or `norm="matched"`, the edit
+rescaled per step by how the stream's norm compares with the norm of the features it was trained on.
+
+`kv` needs no access to the block's weights: the block runs once on the edited text stream under an attention
+override that records the text rows' keys and values and stops the block there, then once on the unedited
+stream under an override that puts them in place. ComfyUI calls `transformer_options
+["optimized_attention_override"](func, q, k, v, ...)` in place of attention; in a joint block q, k and v are the
+text rows then the image rows, and the joint attention is the block's first attention call.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+
+from .errors import ShapeMismatchError
+from .steer import ApplyTo, Stream, cfg_rows, in_window, stream_addend
+
+BlockFn = Callable[[dict, dict], dict]
+Position = Literal["input", "output"]
+Mode = Literal["residual", "kv"]
+Norm = Literal["fixed", "matched"]
+
+
+class _Recorded(Exception):
+    """Raised by the recording override once it holds the text keys and values: the rest of the block is not needed."""
+
+
+class BlockEdit:
+    """One joint block's edit: `edit` ([C] broadcast over tokens, or [L', C] token-aligned) times `strength`, on
+    `stream` at the block's `position`, by `mode`, inside a sigma window, on the rows `apply_to` names.
+    `reference` (norm="matched"): the norm of the features the edit was made for, per token row [L'] or one
+    value for a token-pooled edit; each step the edit is scaled by the stream's norm over it."""
+
+    def __init__(self, stream: Stream, edit: torch.Tensor, strength: float = 1.0, position: Position = "output",
+                 mode: Mode = "residual", norm: Norm = "fixed", reference: torch.Tensor | None = None,
+                 sigma_window: tuple[float, float] = (float("inf"), 0.0), apply_to: ApplyTo = "positive",
+                 previous: BlockFn | None = None):
+        if mode == "kv" and (stream, position) != ("txt", "input"):
+            raise ShapeMismatchError("a key/value edit acts on the text stream a block's attention reads: "
+                                     "use stream txt at the block's input")
+        if norm == "matched" and reference is None:
+            raise ShapeMismatchError("a norm-matched edit needs the norm of the features it was made for")
+        self.stream, self.edit, self.strength = stream, edit, strength
+        self.position, self.mode, self.norm, self.reference = position, mode, norm, reference
+        self.sigma_start, self.sigma_end = sigma_window
+        self.apply_to, self.previous = apply_to, previous
+
+    def __call__(self, args: dict, extra: dict) -> dict:
+        run = (lambda a: self.previous(a, extra)) if self.previous is not None else extra["original_block"]
+        opts: dict[str, Any] = args.get("transformer_options", {})
+        sigmas = opts.get("sigmas")
+        if self.strength == 0 or (sigmas is not None and
+                                  not in_window(float(sigmas.flatten()[0]), self.sigma_start, self.sigma_end)):
+            return run(args)
+        if self.position == "output":
+            out = dict(run(args))
+            x = out.get(self.stream)
+            if x is None:
+                raise ShapeMismatchError(f"this joint block computes no {self.stream} output (the last block's text "
+                                         "stream is pre_only in SD3): edit its input or an earlier block")
+            out[self.stream] = x + self.addend(x, opts)
+            return out
+        x = args[self.stream]
+        edited = {**args, self.stream: x + self.addend(x, opts)}
+        if self.mode == "residual":
+            return run(edited)
+        k, v = _text_kv(run, edited)
+        return run({**args, "transformer_options": _with_override(opts, _substitute(k, v))})
+
+    def addend(self, x: torch.Tensor, opts: dict) -> torch.Tensor:
+        """What this step adds to stream `x` [B, L, C]: the edit on the chosen rows, scaled as `norm` says."""
+        rows = cfg_rows(opts.get("cond_or_uncond"), x.shape[0], self.apply_to)
+        add = stream_addend(self.edit.to(x.device, x.dtype), rows, x.shape, self.strength, x.device, x.dtype)
+        if self.norm == "fixed":
+            return add
+        return add * stream_scale(x, self.reference, self.edit.ndim == 1)
+
+
+def stream_scale(x: torch.Tensor, reference: torch.Tensor, pooled: bool) -> torch.Tensor:
+    """[B, L or 1, 1]: the stream's norm over the reference norm, per token row (token-aligned edits; rows past the
+    reference keep scale 1) or of the token mean (pooled edits), so that an edit keeps its share of the stream."""
+    ref = reference.to(x.device, torch.float32).clamp_min(1e-6)
+    if pooled:
+        return (x.float().mean(1).norm(dim=-1) / ref.reshape(())).reshape(-1, 1, 1).to(x.dtype)
+    n = min(x.shape[1], ref.shape[0])
+    scale = torch.ones(x.shape[:2], device=x.device)
+    scale[:, :n] = x[:, :n].float().norm(dim=-1) / ref[:n]
+    return scale[..., None].to(x.dtype)
+
+
+def _with_override(opts: dict, override: Callable) -> dict:
+    """A copy of transformer_options whose attention override is `override`, chained onto one already there."""
+    before = opts.get("optimized_attention_override")
+    if before is None:
+        return {**opts, "optimized_attention_override": override}
+
+    def chained(func, *a, **kw):
+        return override(lambda *a2, **kw2: before(func, *a2, **kw2), *a, **kw)
+    return {**opts, "optimized_attention_override": chained}
+
+
+def _text_kv(run: Callable[[dict], dict], args: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The text rows' keys and values of the block's joint attention on `args` (the block stops there)."""
+    n = args["txt"].shape[1]
+    held: list[torch.Tensor] = []
+
+    def record(func, q, k, v, *a, **kw):
+        held.extend((k[:, :n], v[:, :n]))
+        raise _Recorded
+
+    try:
+        run({**args, "transformer_options": _with_override(args.get("transformer_options", {}), record)})
+    except _Recorded:
+        return held[0], held[1]
+    raise ShapeMismatchError("the patched block ran no joint attention through ComfyUI's attention override: "
+                             "key/value edits need ComfyUI 0.3.60 or later and an MMDiT joint block")
+
+
+def _substitute(k_txt: torch.Tensor, v_txt: torch.Tensor) -> Callable:
+    """An attention override that puts the given text keys and values into the block's first (joint) attention."""
+    n, calls = k_txt.shape[1], [0]
+
+    def substitute(func, q, k, v, *a, **kw):
+        calls[0] += 1
+        if calls[0] == 1 and k.shape[1] > n and k.shape[0] == k_txt.shape[0]:
+            k = torch.cat([k_txt.to(k.dtype), k[:, n:]], 1)
+            v = torch.cat([v_txt.to(v.dtype), v[:, n:]], 1)
+        return func(q, k, v, *a, **kw)
+    return substitute
