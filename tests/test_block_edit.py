@@ -1,0 +1,122 @@
+"""Block edits on a tiny random MMDiT that follows ComfyUI's patch and attention-override protocols."""
+import copy
+
+import pytest
+import torch
+
+from ssae.block_edit import BlockEdit, stream_scale
+from ssae.errors import ShapeMismatchError
+from tests.tiny_mmdit import TinyMMDiT, options
+
+W = 8
+
+
+def inputs(batch=2, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(batch, 5, W, generator=g), torch.randn(batch, 6, W, generator=g),
+            torch.randn(batch, W, generator=g))
+
+
+def by_hand(model, txt, img, c, block, add, mode):
+    """The image stream with `add` ([B, L, C]) on block `block`'s text input, as residual or as keys/values only."""
+    for i, b in enumerate(model.joint_blocks):
+        if i == block and mode == "residual":
+            txt = txt + add
+        if i == block and mode == "kv":
+            txt, img = b.mix(txt, img, c, kv_from=txt + add)
+        else:
+            txt, img = b(txt, img, c)
+    return img
+
+
+@pytest.mark.parametrize("mode", ["residual", "kv"])
+@pytest.mark.parametrize("block", [0, 1, 2])
+def test_input_edit_reaches_the_named_block_and_positive_rows_only(mode, block):
+    model, (txt, img, c) = TinyMMDiT(), inputs()
+    delta = torch.randn(3, W)  # token-aligned: the first 3 of 5 text rows
+    hook = BlockEdit("txt", delta, strength=1.5, position="input", mode=mode)
+    got = model(txt, img, c, options({block: hook}, cond_or_uncond=(1, 0)))
+    add = torch.zeros_like(txt)
+    add[1, :3] = 1.5 * delta  # cond_or_uncond [1, 0]: row 1 is the positive one
+    assert torch.allclose(got, by_hand(model, txt, img, c, block, add, mode), atol=1e-5)
+    assert torch.allclose(got[0], model(txt, img, c)[0], atol=1e-6)
+    assert not torch.allclose(got[1], model(txt, img, c)[1], atol=1e-3)
+
+
+def test_kv_edit_differs_from_the_residual_one_and_leaves_the_next_text_input_alone():
+    model, (txt, img, c) = TinyMMDiT(), inputs()
+    delta = torch.randn(W)
+    kv = model(txt, img, c, options({0: BlockEdit("txt", delta, position="input", mode="kv", apply_to="both")}))
+    res = model(txt, img, c, options({0: BlockEdit("txt", delta, position="input", apply_to="both")}))
+    assert not torch.allclose(kv, res, atol=1e-3)
+    seen = {}
+
+    def spy(args, extra):
+        seen["txt"] = args["txt"]
+        return extra["original_block"](args)
+    model(txt, img, c, options({0: BlockEdit("txt", delta, position="input", mode="kv", apply_to="both"), 1: spy}))
+    unedited_txt, _ = model.joint_blocks[0](txt, img, c)
+    # block 0's text queries and residual are unedited: its text output moves only through the edited keys/values
+    assert not torch.allclose(seen["txt"], unedited_txt + delta, atol=1e-2)
+
+
+@pytest.mark.parametrize("mode,position,stream", [("residual", "input", "txt"), ("kv", "input", "txt"),
+                                                  ("residual", "output", "img"), ("residual", "input", "img")])
+def test_strength_zero_and_outside_the_window_are_the_unpatched_model(mode, position, stream):
+    model, (txt, img, c) = TinyMMDiT(), inputs()
+    plain = model(txt, img, c)
+    zero = BlockEdit(stream, torch.randn(W), strength=0.0, position=position, mode=mode, apply_to="both")
+    late = BlockEdit(stream, torch.randn(W), strength=3.0, position=position, mode=mode, sigma_window=(0.4, 0.0))
+    assert torch.equal(model(txt, img, c, options({0: zero})), plain)
+    assert torch.equal(model(txt, img, c, options({0: late}, sigma=0.5)), plain)
+    assert not torch.equal(model(txt, img, c, options({0: late}, sigma=0.3)), plain)
+
+
+def test_a_deep_copy_of_the_options_keeps_the_edit():
+    """ComfyUI's ModelPatcher.clone() deep-copies model_options, patches included."""
+    model, (txt, img, c) = TinyMMDiT(), inputs()
+    opts = options({0: BlockEdit("txt", torch.randn(W), position="input", mode="kv"),
+                    1: BlockEdit("txt", torch.randn(W), position="input", mode="kv")})
+    assert torch.equal(model(txt, img, c, copy.deepcopy(opts)), model(txt, img, c, opts))
+    assert not torch.equal(model(txt, img, c, opts), model(txt, img, c))
+
+
+def test_a_range_of_kv_edits_chains_onto_attention_overrides_already_there():
+    model, (txt, img, c) = TinyMMDiT(), inputs()
+    calls = []
+
+    def other(func, q, k, v, *a, **kw):
+        calls.append(q.shape[1])
+        return func(q, k, v, *a, **kw)
+    delta = torch.randn(W)
+    opts = options({i: BlockEdit("txt", delta, position="input", mode="kv", apply_to="both") for i in (0, 1, 2)})
+    plain = model(txt, img, c, opts)
+    chained = model(txt, img, c, {**opts, "optimized_attention_override": other})
+    assert torch.allclose(chained, plain, atol=1e-6)
+    assert calls.count(11) == 3 and calls.count(6) == 1  # three joint attentions, block 0's image self-attention
+
+
+def test_bad_combinations_are_clear_errors():
+    with pytest.raises(ShapeMismatchError, match="text stream"):
+        BlockEdit("img", torch.randn(W), position="input", mode="kv")
+    with pytest.raises(ShapeMismatchError, match="norm"):
+        BlockEdit("txt", torch.randn(W), norm="matched")
+    model, (txt, img, c) = TinyMMDiT(), inputs()
+    with pytest.raises(ShapeMismatchError, match="pre_only"):
+        model(txt, img, c, options({2: BlockEdit("txt", torch.randn(W), position="output", apply_to="both")}))
+
+
+def test_norm_matched_edit_scales_with_the_stream():
+    x = torch.ones(1, 4, 2) * torch.tensor([1.0, 2.0, 3.0, 4.0])[None, :, None]
+    row_norms = x[0].norm(dim=-1)
+    assert torch.allclose(stream_scale(x, row_norms[:3], pooled=False).flatten(), torch.ones(4))
+    assert torch.allclose(stream_scale(2 * x, row_norms[:3], pooled=False).flatten(), torch.tensor([2.0, 2, 2, 1]))
+    assert torch.allclose(stream_scale(x, x.mean(1).norm() / 3, pooled=True).flatten(), torch.tensor([3.0]))
+    model, (txt, img, c) = TinyMMDiT(), inputs()
+    delta = torch.randn(5, W)
+    matched = BlockEdit("txt", delta, position="input", norm="matched", reference=txt[0].norm(dim=-1), apply_to="both")
+    fixed = BlockEdit("txt", delta, position="input", apply_to="both")
+    one = slice(0, 1)
+    assert torch.allclose(model(txt[one], img[one], c[one], options({0: matched}, batch=1, cond_or_uncond=(0,))),
+                          model(txt[one], img[one], c[one], options({0: fixed}, batch=1, cond_or_uncond=(0,))),
+                          atol=1e-5)
