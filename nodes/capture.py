@@ -4,13 +4,23 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ssae import Vocabulary
+from ssae.block_edit import BlockEdit, check_site, parse_block_site
 from ssae.capture import ALL_TOKENS, CapturedSample
 from ssae.errors import SSAEError
 from ssae.layout import POOLED, conditioning_features
 from ssae.promptset import LabelledPrompt
-from ssae.steer import CaptureBuffer, check_block_site, parse_site
+from ssae.steer import CaptureBuffer, Site
 
-from .common import CATEGORY, FeaturesType, SampleType, block_hook_for, mmdit_geometry, node_errors, sigma_window
+from .common import (
+    CATEGORY,
+    FeaturesType,
+    SampleType,
+    block_hook_for,
+    mmdit_geometry,
+    node_errors,
+    set_block_patch,
+    sigma_window,
+)
 
 
 class SSAECaptureConditioning(io.ComfyNode):
@@ -48,7 +58,9 @@ class SSAECaptureFeatures(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The SD3 / SD3.5 model to record; it is not changed."),
                 io.String.Input("site", default="joint_blocks.7.img",
-                                tooltip="joint_blocks.<i>.img (pooled over image tokens) or joint_blocks.<i>.txt"),
+                                tooltip="joint_blocks.<i>.img (pooled over image tokens) or joint_blocks.<i>.txt: "
+                                        "block i's output; .img_in / .txt_in: its input (block 0's text input is "
+                                        "the context embedder's output, a linear map of the conditioning)"),
                 io.String.Input("labels", multiline=True, default="",
                                 tooltip="Concepts of this sample, comma-separated, or the prompt itself. "
                                         "Not used when SAMPLE is connected."),
@@ -80,12 +92,18 @@ class SSAECaptureFeatures(io.ComfyNode):
             if sample is None:
                 vocab = Vocabulary.parse(vocabulary)
                 sample = LabelledPrompt(vocab, labels, tuple(vocab.parse_labels(labels)), None)
-            target = parse_site(site.strip())
+            target = parse_block_site(site)
             depth, hidden = mmdit_geometry(model)
-            check_block_site(target, depth, hidden, hidden)
+            check_site(target, depth, hidden, hidden)
             pool = {"auto": "mean" if target.stream == "img" else "none", "mean": "mean", "all": "none"}[tokens]
             buffer = CaptureBuffer(pool, per_step=steps == "each")
-            m, _ = block_hook_for(model, target, capture=buffer, apply_to="positive",
-                                  sigma_window=sigma_window(model, start_percent, end_percent))
+            window = sigma_window(model, start_percent, end_percent)
+            if target.position == "output":
+                m, _ = block_hook_for(model, Site(target.block, target.stream), capture=buffer, apply_to="positive",
+                                      sigma_window=window)
+            else:
+                m = model.clone()
+                set_block_patch(m, target.block, lambda previous: BlockEdit(
+                    target.stream, position="input", sigma_window=window, capture=buffer, previous=previous))
             shape = [hidden] if pool == "mean" else [ALL_TOKENS, hidden]
         return io.NodeOutput(m, CapturedSample(sample, str(target), shape, buffer=buffer))

@@ -65,14 +65,21 @@ def mmdit_geometry(model) -> tuple[int, int]:
     return len(blocks), int(dm.x_embedder.proj.weight.shape[0])
 
 
+def set_block_patch(m, block: int, make):
+    """Set `make(previous)` as joint block `block`'s replace patch on the clone `m`, `previous` being the patch already
+    there (or None), so that patches chain; returns the patch."""
+    key = ("double_block", block)
+    previous = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {}).get(key)
+    patch = make(previous)
+    m.set_model_patch_replace(patch, "dit", "double_block", block)
+    return patch
+
+
 def block_hook_for(model, site, **hook_kwargs):
     """A BlockHook on `site` chained onto any patch already on that block, plus the clone to set it on."""
     from ssae.hooks import BlockHook
     m = model.clone()
-    key = ("double_block", site.block)
-    previous = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {}).get(key)
-    hook = BlockHook(site.stream, previous=previous, **hook_kwargs)
-    m.set_model_patch_replace(hook, "dit", "double_block", site.block)
+    hook = set_block_patch(m, site.block, lambda previous: BlockHook(site.stream, previous=previous, **hook_kwargs))
     return m, hook
 
 

@@ -1,13 +1,18 @@
-"""SSAEPatchModel: the block setting, add a concept edit to a joint block's text or image stream."""
+"""SSAEPatchModel: the block setting, a concept edit at a joint block's text or image stream."""
 from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ssae.block_edit import BlockEdit, check_site, edit_blocks, parse_block_site
+from ssae.errors import SSAEError
 from ssae.shapes import channel_width
-from ssae.steer import check_block_site, parse_site
 
-from .common import CATEGORY, ConceptsType, block_hook_for, context_input, mmdit_geometry, node_errors, sigma_window
+from .common import CATEGORY, ConceptsType, context_input, mmdit_geometry, node_errors, set_block_patch, sigma_window
 from .concepts import SSAEConcepts
+
+MODES = {"attention keys/values": "kv", "residual stream": "residual"}
+BLOCKS = {"this site": False, "this site and every later block": True}
+SCALES = {"fixed": "fixed", "matched to the stream": "matched"}
 
 
 class SSAEPatchModel(io.ComfyNode):
@@ -15,8 +20,9 @@ class SSAEPatchModel(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SSAEPatchModel", display_name="SSAE Patch Model", category=CATEGORY,
-            description="Return a copy of the model whose joint block adds the concept edit to its text or image "
-                        "stream during a window of the schedule. The input model is not changed.",
+            description="Return a copy of the model whose joint blocks make the concept edit at the SSAE's site "
+                        "(a block's text or image stream) during a window of the schedule. The input model is not "
+                        "changed.",
             inputs=[
                 io.Model.Input("model", tooltip="The SD3 / SD3.5 model to patch; it is not changed."),
                 ConceptsType.Input("concepts", tooltip="What to add and remove (SSAE Concepts)."),
@@ -28,22 +34,56 @@ class SSAEPatchModel(io.ComfyNode):
                                tooltip="End of the schedule window where the edit applies."),
                 io.Combo.Input("apply_to", options=["positive", "both"], default="positive",
                                tooltip="positive: only the conditioned CFG branch; both: also the negative."),
-                io.String.Input("site", default="", tooltip="Override the SSAE's site, e.g. joint_blocks.7.img "
-                                                            "(empty: the site it was trained at)."),
+                io.String.Input("site", default="", tooltip="Override the SSAE's site: joint_blocks.<i>.txt / .img "
+                                                            "(block i's output) or .txt_in / .img_in (its input); "
+                                                            "empty: the site it was trained at."),
                 context_input(),
+                io.Combo.Input("mode", options=list(MODES), default="attention keys/values", optional=True,
+                               tooltip="attention keys/values: the edit reaches only the text keys and values of "
+                                       "the joint attention that reads the site's text stream (the image reads the "
+                                       "edited text, the text stream itself is not changed); residual stream: the "
+                                       "edit is added to the stream (the only mode for image sites)."),
+                io.Combo.Input("blocks", options=list(BLOCKS), default="this site and every later block",
+                               optional=True,
+                               tooltip="With attention keys/values: edit the attention that reads the site only, or "
+                                       "that one and every later block's, the same edit carried to each."),
+                io.Combo.Input("scale", options=list(SCALES), default="fixed", optional=True,
+                               tooltip="fixed: the edit times strength; matched to the stream: rescaled each step by "
+                                       "how the stream's norm compares with the captured features'."),
             ],
             outputs=[io.Model.Output()],
         )
 
     @classmethod
     def execute(cls, model, concepts: SSAEConcepts, strength: float, start_percent: float, end_percent: float,
-                apply_to: str, site: str = "", context: str = "") -> io.NodeOutput:
+                apply_to: str, site: str = "", context: str = "", mode: str = "attention keys/values",
+                blocks: str = "this site and every later block", scale: str = "fixed") -> io.NodeOutput:
         ssae = concepts.ssae
         with node_errors():
-            target = parse_site(site.strip() or ssae.site)
+            name = site.strip() or ssae.site
+            if name == "conditioning":
+                raise SSAEError("this SSAE was trained on the conditioning: use SSAE Apply to Conditioning, not a "
+                                "block patch")
+            target = parse_block_site(name)
             depth, hidden = mmdit_geometry(model)
-            check_block_site(target, depth, hidden, channel_width(ssae.feature_shape))
+            check_site(target, depth, hidden, channel_width(ssae.feature_shape))
+            kind = MODES[mode] if target.stream == "txt" else "residual"
+            places = edit_blocks(target, depth, kind, BLOCKS[blocks] and kind == "kv")
             delta = ssae.unflatten(concepts.choice.delta(ssae, context))
-            m, _ = block_hook_for(model, target, edit=delta, strength=strength,
-                                  sigma_window=sigma_window(model, start_percent, end_percent), apply_to=apply_to)
+            norm = SCALES[scale]
+            reference = reference_norm(ssae, context) if norm == "matched" else None
+            m = model.clone()
+            window = sigma_window(model, start_percent, end_percent)
+            for block, position in places:
+                set_block_patch(m, block, lambda previous, position=position: BlockEdit(
+                    target.stream, delta, strength, position, kind, norm, reference, window, apply_to,
+                    previous=previous))
         return io.NodeOutput(m)
+
+
+def reference_norm(ssae, context: str):
+    """The norm of the features the SSAE reconstructs for the context (empty: its mean features), per token row, or
+    one value for token-pooled features."""
+    labels = ssae.vocabulary.parse_labels(context) if context.strip() else None
+    flat = ssae.reconstruct([labels])[0] if labels else ssae.pre.inverse(ssae.pre.transform(ssae.pre.shift[None]))[0]
+    return ssae.unflatten(flat).norm(dim=-1)

@@ -14,13 +14,15 @@ text rows then the image rows, and the joint attention is the block's first atte
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
-from .errors import ShapeMismatchError
-from .steer import ApplyTo, Stream, cfg_rows, in_window, stream_addend
+from .errors import ShapeMismatchError, SSAEError
+from .steer import ApplyTo, CaptureBuffer, Stream, cfg_rows, in_window, stream_addend
 
 BlockFn = Callable[[dict, dict], dict]
 Position = Literal["input", "output"]
@@ -28,19 +30,52 @@ Mode = Literal["residual", "kv"]
 Norm = Literal["fixed", "matched"]
 
 
+_SITE = re.compile(r"^joint_blocks\.(\d+)\.(txt|img)(_in)?$")
+
+
+@dataclass(frozen=True)
+class BlockSite:
+    """Joint block `block`'s `stream` at its `position`: `joint_blocks.<i>.txt` is block i's text output,
+    `joint_blocks.<i>.txt_in` its text input (what its attention reads; for block 0, the context embedder's output,
+    a linear map of the conditioning), and the same for `img`."""
+
+    block: int
+    stream: Stream
+    position: Position = "output"
+
+    def __str__(self) -> str:
+        return f"joint_blocks.{self.block}.{self.stream}{'_in' if self.position == 'input' else ''}"
+
+    @property
+    def reader(self) -> int:
+        """The block whose attention reads this stream: the block itself for an input, the next one for an output."""
+        return self.block + (self.position == "output")
+
+
+def parse_block_site(site: str) -> BlockSite:
+    """'joint_blocks.7.txt', 'joint_blocks.0.txt_in', 'joint_blocks.3.img' -> BlockSite; anything else an error."""
+    m = _SITE.match(site.strip())
+    if not m:
+        raise SSAEError(f"unknown block site {site!r}: use joint_blocks.<i>.txt or .img (block i's output) or "
+                        "joint_blocks.<i>.txt_in or .img_in (its input)")
+    return BlockSite(int(m.group(1)), m.group(2), "input" if m.group(3) else "output")  # type: ignore[arg-type]
+
+
 class _Recorded(Exception):
     """Raised by the recording override once it holds the text keys and values: the rest of the block is not needed."""
 
 
 class BlockEdit:
-    """One joint block's edit: `edit` ([C] broadcast over tokens, or [L', C] token-aligned) times `strength`, on
-    `stream` at the block's `position`, by `mode`, inside a sigma window, on the rows `apply_to` names.
-    `reference` (norm="matched"): the norm of the features the edit was made for, per token row [L'] or one
-    value for a token-pooled edit; each step the edit is scaled by the stream's norm over it."""
+    """One joint block's edit and/or capture: `edit` ([C] broadcast over tokens, or [L', C] token-aligned) times
+    `strength`, on `stream` at the block's `position`, by `mode`, inside a sigma window, on the rows `apply_to`
+    names; `capture` records the unedited stream there (positive rows). `reference` (norm="matched"): the norm
+    of the features the edit was made for, per token row [L'] or one value for a token-pooled edit; each step
+    the edit is scaled by the stream's norm over it."""
 
-    def __init__(self, stream: Stream, edit: torch.Tensor, strength: float = 1.0, position: Position = "output",
-                 mode: Mode = "residual", norm: Norm = "fixed", reference: torch.Tensor | None = None,
-                 sigma_window: tuple[float, float] = (float("inf"), 0.0), apply_to: ApplyTo = "positive",
+    def __init__(self, stream: Stream, edit: torch.Tensor | None = None, strength: float = 1.0,
+                 position: Position = "output", mode: Mode = "residual", norm: Norm = "fixed",
+                 reference: torch.Tensor | None = None, sigma_window: tuple[float, float] = (float("inf"), 0.0),
+                 apply_to: ApplyTo = "positive", capture: CaptureBuffer | None = None,
                  previous: BlockFn | None = None):
         if mode == "kv" and (stream, position) != ("txt", "input"):
             raise ShapeMismatchError("a key/value edit acts on the text stream a block's attention reads: "
@@ -50,29 +85,36 @@ class BlockEdit:
         self.stream, self.edit, self.strength = stream, edit, strength
         self.position, self.mode, self.norm, self.reference = position, mode, norm, reference
         self.sigma_start, self.sigma_end = sigma_window
-        self.apply_to, self.previous = apply_to, previous
+        self.apply_to, self.capture, self.previous = apply_to, capture, previous
 
     def __call__(self, args: dict, extra: dict) -> dict:
         run = (lambda a: self.previous(a, extra)) if self.previous is not None else extra["original_block"]
         opts: dict[str, Any] = args.get("transformer_options", {})
         sigmas = opts.get("sigmas")
-        if self.strength == 0 or (sigmas is not None and
-                                  not in_window(float(sigmas.flatten()[0]), self.sigma_start, self.sigma_end)):
+        if sigmas is not None and not in_window(float(sigmas.flatten()[0]), self.sigma_start, self.sigma_end):
             return run(args)
+        editing = self.edit is not None and self.strength != 0
         if self.position == "output":
-            out = dict(run(args))
+            out = run(args)
             x = out.get(self.stream)
             if x is None:
                 raise ShapeMismatchError(f"this joint block computes no {self.stream} output (the last block's text "
-                                         "stream is pre_only in SD3): edit its input or an earlier block")
-            out[self.stream] = x + self.addend(x, opts)
-            return out
+                                         "stream is pre_only in SD3): use its input (_in) or an earlier block")
+            self._record(x, opts)
+            return {**out, self.stream: x + self.addend(x, opts)} if editing else out
         x = args[self.stream]
+        self._record(x, opts)
+        if not editing:
+            return run(args)
         edited = {**args, self.stream: x + self.addend(x, opts)}
         if self.mode == "residual":
             return run(edited)
         k, v = _text_kv(run, edited)
         return run({**args, "transformer_options": _with_override(opts, _substitute(k, v))})
+
+    def _record(self, x: torch.Tensor, opts: dict) -> None:
+        if self.capture is not None:
+            self.capture.record(x, cfg_rows(opts.get("cond_or_uncond"), x.shape[0], "positive"))
 
     def addend(self, x: torch.Tensor, opts: dict) -> torch.Tensor:
         """What this step adds to stream `x` [B, L, C]: the edit on the chosen rows, scaled as `norm` says."""
@@ -134,3 +176,31 @@ def _substitute(k_txt: torch.Tensor, v_txt: torch.Tensor) -> Callable:
             v = torch.cat([v_txt.to(v.dtype), v[:, n:]], 1)
         return func(q, k, v, *a, **kw)
     return substitute
+
+
+def check_site(site: BlockSite, depth: int, hidden: int, feature_width: int) -> None:
+    """Refuse a site the model does not have, or features whose width is not the model's hidden size."""
+    if not 0 <= site.block < depth:
+        raise ShapeMismatchError(f"site {site} does not exist: this model has joint blocks 0..{depth - 1}")
+    if (site.stream, site.position, site.block) == ("txt", "output", depth - 1):
+        raise ShapeMismatchError(f"site {site}: the last joint block's text output is not computed by SD3 "
+                                 f"(pre_only); use joint_blocks.{depth - 1}.txt_in, its input")
+    if feature_width != hidden:
+        raise ShapeMismatchError(f"these features are {feature_width} wide, but the model's hidden size is {hidden}: "
+                                 "they belong to another model (SD3.5 Medium is 1536, Large 2432)")
+
+
+def edit_blocks(site: BlockSite, depth: int, mode: Mode, carry: bool) -> list[tuple[int, Position]]:
+    """(block, position) of each BlockEdit that makes one edit at `site`: a key/value edit goes into the attention
+    that reads the site's text stream, and with `carry` into every later block's too; a residual edit is added
+    once, where the site is."""
+    if mode == "residual":
+        if carry:
+            raise SSAEError("a residual edit carried over blocks would be added again at every block: carry a "
+                            "key/value edit, or edit one block")
+        return [(site.block, site.position)]
+    if site.stream != "txt":
+        raise SSAEError(f"site {site}: key/value edits act on the text stream; use mode residual for the image stream")
+    if site.reader >= depth:
+        raise ShapeMismatchError(f"site {site}: no block reads it (the model has joint blocks 0..{depth - 1})")
+    return [(b, "input") for b in (range(site.reader, depth) if carry else [site.reader])]

@@ -46,9 +46,25 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     settings = EvaluateSettings(cases=a.cases, compose_seeds=a.compose_seeds, compose_cases=a.compose_cases,
                                 prompts=a.prompts, block_site=a.block_site, block_seeds=a.block_seeds,
                                 strength=a.strength, block_strength=a.block_strength, block_end=a.block_end,
-                                seed=a.seed)
+                                block_mode=a.block_mode, block_blocks=a.block_blocks, seed=a.seed)
     report = evaluate(ComfyClient(a.url), load_world(a.dir), a.out, settings, progress=not a.no_progress)
     print(json.dumps({k: v for k, v in report.items() if k != "markdown"}) if a.json else report["markdown"])
+    return 0
+
+
+def cmd_block_map(a: argparse.Namespace) -> int:
+    from .block_map import MapSettings, block_map
+    from .build import load_world
+    from .comfy_client import ComfyClient
+    settings = MapSettings(prompts=a.prompts, cases_per_category=a.cases_per_category, strength=a.strength,
+                           seed=a.seed)
+    report = block_map(ComfyClient(a.url), load_world(a.dir), a.out, settings, progress=not a.no_progress)
+    if a.json:
+        print(json.dumps(report))
+    else:
+        for site, r in report["sites"].items():
+            per = ", ".join(f"{k} {v:.2f}" for k, v in r["success_per_category"].items())
+            print(f"{site}: success {r['success']:.3f} ({per}), preservation {r['preservation']:.3f}")
     return 0
 
 
@@ -113,7 +129,19 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--block-strength", type=float, default=EVALUATE.block_strength, help="the block edit's strength")
     e.add_argument("--block-end", type=float, default=EVALUATE.block_end,
                    help="the block edit acts until this fraction of the schedule")
+    e.add_argument("--block-mode", default=EVALUATE.block_mode, choices=["attention keys/values", "residual stream"],
+                   help="how the block edit acts (SSAE Patch Model's mode)")
+    e.add_argument("--block-blocks", default=EVALUATE.block_blocks,
+                   choices=["this site", "this site and every later block"],
+                   help="which blocks the block edit reaches (SSAE Patch Model's blocks)")
     e.add_argument("--seed", type=int, default=0, help="draws the edit cases and their sampling seeds")
+    m = _server_command(sub, "block-map", "which joint block carries which attribute: an SSAE edit at every block's "
+                                          "text input and image output, per category, read in pixels", cmd_block_map)
+    m.add_argument("--prompts", type=int, default=None,
+                   help="prompts captured (default: every combination of the world)")
+    m.add_argument("--cases-per-category", type=int, default=4, help="edit cases per category")
+    m.add_argument("--strength", type=float, default=None, help="the edit's strength (default: SSAE Patch Model's)")
+    m.add_argument("--seed", type=int, default=0, help="the capture's sampling seed and the edit cases")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if a.threads:
