@@ -9,6 +9,7 @@ import time
 from dataclasses import replace
 
 from ..errors import SSAEError
+from .block_map import MapSettings
 from .evaluate import EvaluateSettings
 
 EVALUATE = EvaluateSettings()
@@ -53,7 +54,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_block_map(a: argparse.Namespace) -> int:
-    from .block_map import MapSettings, block_map
+    from .block_map import block_map
     from .build import load_world
     from .comfy_client import ComfyClient
     settings = MapSettings(prompts=a.prompts, cases_per_category=a.cases_per_category, strength=a.strength,
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--prompts", type=int, default=None,
                    help="prompts captured (default: every combination of the world)")
     m.add_argument("--cases-per-category", type=int, default=4, help="edit cases per category")
-    m.add_argument("--strength", type=float, default=None, help="the edit's strength (default: SSAE Patch Model's)")
+    m.add_argument("--strength", type=float, default=MapSettings.strength, help="the edit's strength")
     m.add_argument("--seed", type=int, default=0, help="the capture's sampling seed and the edit cases")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s %(message)s")

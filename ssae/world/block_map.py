@@ -34,8 +34,8 @@ class MapSettings:
     prompts: int | None = None
     """Prompts captured (None: every combination of the world, the held-out pairs in 'test')."""
     cases_per_category: int = 4
-    strength: float | None = None
-    """The edit's strength (None: SSAE Patch Model's default)."""
+    strength: float = 1.0
+    """The edit's strength (SSAE Patch Model's, with its default mode and blocks)."""
     seed: int = 0
 
 
@@ -63,16 +63,15 @@ def capture_sites_graph(names: dict[str, str], vocabulary: str, n: int, heldout:
 
 
 def map_edit_graph(names: dict[str, str], files: dict[str, str], prompt: str, case: EditCase, sampling,
-                   prefix: str, strength: float | None) -> dict:
+                   prefix: str, strength: float) -> dict:
     """One case: `base` and its edit at each site of `files` (site -> SSAE file), keys site_<k>."""
     g = _prompted(names, prompt)
     _sample(g, "base", ["model", 0], ["positive", 0], case.seed, sampling, prefix)
     for k, (site, file) in enumerate(files.items()):
         concepts = _concepts(g, f"site_{k}", file, "edit", {case.new: 1.0}, {case.old: 1.0})
-        inputs = {"model": ["model", 0], "concepts": concepts, "site": site, "context": prompt}
-        if strength is not None:
-            inputs["strength"] = strength
-        g[f"patch_site_{k}"] = {"class_type": "SSAEPatchModel", "inputs": inputs}
+        g[f"patch_site_{k}"] = {"class_type": "SSAEPatchModel", "inputs": {
+            "model": ["model", 0], "concepts": concepts, "strength": strength, "start_percent": 0.0,
+            "end_percent": 1.0, "apply_to": "positive", "site": site, "context": prompt}}
         _sample(g, f"site_{k}", [f"patch_site_{k}", 0], ["positive", 0], case.seed, sampling, prefix)
     return g
 
