@@ -55,6 +55,7 @@ class World:
         (self.clip,) = nodes.CLIPLoader().load_clip(names["clip_name"], type="sd3")
         (self.vae,) = nodes.VAELoader().load_vae(names["vae_name"])
         self.depth = len(self.model.get_model_object("diffusion_model").joint_blocks)
+        self.hidden = 64 * self.depth
         self.sampling = self.built.recipe.sampling
         self._cond: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -105,11 +106,12 @@ class Recorder:
     """Per block: its text input and its image output (token mean), positive rows, averaged over steps."""
 
     def __init__(self):
-        self.txt_in, self.img_out = CaptureBuffer("none"), CaptureBuffer("mean")
+        self.txt_in, self.img_out, self.vec = CaptureBuffer("none"), CaptureBuffer("mean"), CaptureBuffer("mean")
 
     def __call__(self, args, extra):
         rows = cfg_rows(args["transformer_options"].get("cond_or_uncond"), args["txt"].shape[0], "positive")
         self.txt_in.record(args["txt"], rows)
+        self.vec.record(args["vec"][:, None], rows)
         out = extra["original_block"](args)
         self.img_out.record(out["img"], rows)
         return out
@@ -118,7 +120,7 @@ class Recorder:
 def trained_ssaes(w: World, out: Path, seeds: int = 2) -> dict[str, SSAE]:
     """The default SSAE of every site, captured over every combination at `seeds` sampling seeds (cached)."""
     folder = out / "ssae"
-    sites = [f"txt_in.{i}" for i in range(w.depth)] + [f"img_out.{i}" for i in range(w.depth)]
+    sites = [f"txt_in.{i}" for i in range(w.depth)] + [f"img_out.{i}" for i in range(w.depth)] + ["vec"]
     if all((folder / f"{s}.safetensors").exists() for s in sites):
         return {s: SSAE.load(folder / f"{s}.safetensors") for s in sites}
     world = w.built.world
@@ -137,12 +139,15 @@ def trained_ssaes(w: World, out: Path, seeds: int = 2) -> dict[str, SSAE]:
         for i, r in enumerate(recorders):
             feats[f"txt_in.{i}"].append(r.txt_in.take())
             feats[f"img_out.{i}"].append(r.img_out.take())
+            vec = r.vec.take()
+            if i == 0:
+                feats["vec"].append(vec)
     folder.mkdir(parents=True, exist_ok=True)
     hidden = feats["img_out.0"][0].shape[1]
     result = {}
     for s, parts in feats.items():
         x = torch.cat(parts)
-        shape = [hidden] if s.startswith("img") else [x.shape[1] // hidden, hidden]
+        shape = [hidden] if s.startswith(("img", "vec")) else [x.shape[1] // hidden, hidden]
         path = save_features(folder / f"{s}.features.safetensors", x, world.vocabulary,
                              [list(c) for c in combos] * seeds,
                              ["test" if c in test else "train" for c in combos] * seeds, prompts * seeds, s, shape)
@@ -162,6 +167,18 @@ class RowEdit(BlockEdit):
     def __init__(self, edits: torch.Tensor, references: torch.Tensor | None, windows: torch.Tensor, **kw):
         super().__init__(edit=edits, reference=references, **kw)
         self.windows = windows
+
+    def _rows_on(self, n: int, opts) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = cfg_rows(opts.get("cond_or_uncond"), n, self.apply_to)
+        idx = torch.arange(n) if rows is None else rows.nonzero().flatten()
+        sigma = float(opts["sigmas"].flatten()[0])
+        return idx, ((self.windows[:, 1] <= sigma) & (sigma <= self.windows[:, 0]))
+
+    def vec_addend(self, vec, opts):
+        idx, on = self._rows_on(vec.shape[0], opts)
+        add = torch.zeros_like(vec)
+        add[idx] = self.strength * self.vec_edit.to(vec.dtype) * on[:, None].to(vec.dtype)
+        return add
 
     def addend(self, x, opts):
         rows = cfg_rows(opts.get("cond_or_uncond"), x.shape[0], self.apply_to)
@@ -207,12 +224,16 @@ def run_variant(w: World, ssaes: dict[str, SSAE], v: dict, cases, base: np.ndarr
                                 for c in cs])
         m = w.model.clone()
         for e in v["edits"]:
-            deltas, refs = case_edits(ssaes[e["ssae"]], cs, ps)
+            if e["ssae"] is None:  # the modulation vector alone
+                deltas, refs = torch.zeros(len(cs), w.hidden), torch.ones(len(cs))
+            else:
+                deltas, refs = case_edits(ssaes[e["ssae"]], cs, ps)
+            vec = case_edits(ssaes["vec"], cs, ps)[0] if e.get("vec") else None
             key = ("double_block", e["block"])
             previous = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {}).get(key)
             hook = RowEdit(deltas, refs, windows, stream=e["stream"], strength=v["strength"],
                            position=e["position"], mode=e.get("mode", "residual"), norm=v.get("norm", "fixed"),
-                           previous=previous)
+                           vec_edit=vec, previous=previous)
             m.set_model_patch_replace(hook, "dit", "double_block", e["block"])
         images.append(w.sample(m, ps, [c.seed for c in cs]))
     images = np.concatenate(images)

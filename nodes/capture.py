@@ -4,18 +4,17 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ssae import Vocabulary
-from ssae.block_edit import BlockEdit, check_site, parse_block_site
+from ssae.block_edit import STREAM_PART, VEC_PART, BlockEdit, StreamAndVec, check_site, parse_block_site
 from ssae.capture import ALL_TOKENS, CapturedSample
 from ssae.errors import SSAEError
 from ssae.layout import POOLED, conditioning_features
 from ssae.promptset import LabelledPrompt
-from ssae.steer import CaptureBuffer, Site
+from ssae.steer import CaptureBuffer
 
 from .common import (
     CATEGORY,
     FeaturesType,
     SampleType,
-    block_hook_for,
     mmdit_geometry,
     node_errors,
     set_block_patch,
@@ -97,13 +96,11 @@ class SSAECaptureFeatures(io.ComfyNode):
             check_site(target, depth, hidden, hidden)
             pool = {"auto": "mean" if target.stream == "img" else "none", "mean": "mean", "all": "none"}[tokens]
             buffer = CaptureBuffer(pool, per_step=steps == "each")
-            window = sigma_window(model, start_percent, end_percent)
-            if target.position == "output":
-                m, _ = block_hook_for(model, Site(target.block, target.stream), capture=buffer, apply_to="positive",
-                                      sigma_window=window)
-            else:
-                m = model.clone()
-                set_block_patch(m, target.block, lambda previous: BlockEdit(
-                    target.stream, position="input", sigma_window=window, capture=buffer, previous=previous))
             shape = [hidden] if pool == "mean" else [ALL_TOKENS, hidden]
+            if target.stream == "txt":  # with the modulation vector: the pooled prompt reaches blocks through it
+                buffer, shape = StreamAndVec(buffer), {STREAM_PART: shape, VEC_PART: [hidden]}
+            window = sigma_window(model, start_percent, end_percent)
+            m = model.clone()
+            set_block_patch(m, target.block, lambda previous: BlockEdit(
+                target.stream, position=target.position, sigma_window=window, capture=buffer, previous=previous))
         return io.NodeOutput(m, CapturedSample(sample, str(target), shape, buffer=buffer))

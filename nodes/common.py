@@ -75,14 +75,6 @@ def set_block_patch(m, block: int, make):
     return patch
 
 
-def block_hook_for(model, site, **hook_kwargs):
-    """A BlockHook on `site` chained onto any patch already on that block, plus the clone to set it on."""
-    from ssae.hooks import BlockHook
-    m = model.clone()
-    hook = set_block_patch(m, site.block, lambda previous: BlockHook(site.stream, previous=previous, **hook_kwargs))
-    return m, hook
-
-
 def sigma_window(model, start_percent: float, end_percent: float) -> tuple[float, float]:
     ms = model.get_model_object("model_sampling")
     return float(ms.percent_to_sigma(start_percent)), float(ms.percent_to_sigma(end_percent))

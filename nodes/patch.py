@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ssae.block_edit import BlockEdit, check_site, edit_blocks, parse_block_site
+from ssae.block_edit import STREAM_PART, VEC_PART, BlockEdit, check_site, edit_blocks, parse_block_site
 from ssae.errors import SSAEError
 from ssae.shapes import channel_width
 
@@ -69,21 +69,25 @@ class SSAEPatchModel(io.ComfyNode):
             check_site(target, depth, hidden, channel_width(ssae.feature_shape))
             kind = MODES[mode] if target.stream == "txt" else "residual"
             places = edit_blocks(target, depth, kind, BLOCKS[blocks] and kind == "kv")
-            delta = ssae.unflatten(concepts.choice.delta(ssae, context))
+            stream_delta, vec_delta = stream_parts(ssae.unflatten(concepts.choice.delta(ssae, context)))
             norm = SCALES[scale]
-            reference = reference_norm(ssae, context) if norm == "matched" else None
+            if norm == "matched" and not context.strip():
+                raise SSAEError("an edit matched to the stream's norm needs the context (the prompt being edited) "
+                                "to know the norm of its features: fill in context, or choose scale fixed")
+            reference = stream_parts(ssae.unflatten(ssae.reconstruct([ssae.vocabulary.parse_labels(context)])[0]))[
+                0].norm(dim=-1) if norm == "matched" else None
             m = model.clone()
             window = sigma_window(model, start_percent, end_percent)
-            for block, position in places:
-                set_block_patch(m, block, lambda previous, position=position: BlockEdit(
-                    target.stream, delta, strength, position, kind, norm, reference, window, apply_to,
-                    previous=previous))
+            for block, position, with_stream in places:
+                if with_stream or vec_delta is not None:
+                    set_block_patch(m, block, lambda previous, p=position, w=with_stream: BlockEdit(
+                        target.stream, stream_delta if w else None, strength, p, kind, norm if w else "fixed",
+                        reference if w else None, window, apply_to, vec_edit=vec_delta, previous=previous))
         return io.NodeOutput(m)
 
 
-def reference_norm(ssae, context: str):
-    """The norm of the features the SSAE reconstructs for the context (empty: its mean features), per token row, or
-    one value for token-pooled features."""
-    labels = ssae.vocabulary.parse_labels(context) if context.strip() else None
-    flat = ssae.reconstruct([labels])[0] if labels else ssae.pre.inverse(ssae.pre.transform(ssae.pre.shift[None]))[0]
-    return ssae.unflatten(flat).norm(dim=-1)
+def stream_parts(features):
+    """(the stream's part, the modulation vector's part or None) of unflattened block features."""
+    if isinstance(features, dict):
+        return features[STREAM_PART], features.get(VEC_PART)
+    return features, None

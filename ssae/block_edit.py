@@ -65,18 +65,45 @@ class _Recorded(Exception):
     """Raised by the recording override once it holds the text keys and values: the rest of the block is not needed."""
 
 
+STREAM_PART, VEC_PART = "stream", "vec"
+"""The named parts of a text-stream capture: the stream's rows, then the block's modulation vector."""
+
+
+class StreamAndVec:
+    """A capture of a text stream with the block's modulation vector `vec` (the timestep embedding plus the pooled
+    prompt's, which every block's adaLN reads): one sample [L·C + C] per positive row, the stream's rows first."""
+
+    def __init__(self, stream: CaptureBuffer):
+        self.stream, self.vec = stream, CaptureBuffer("mean", per_step=stream.per_step)
+
+    def __deepcopy__(self, memo: dict) -> StreamAndVec:
+        return self  # as CaptureBuffer: every clone of the model fills the one buffer the node handed on
+
+    def record(self, x: torch.Tensor, rows: torch.Tensor | None, vec: torch.Tensor) -> None:
+        self.stream.record(x, rows)
+        self.vec.record(vec[:, None], rows)
+
+    @property
+    def steps(self) -> int:
+        return self.stream.steps
+
+    def take(self) -> torch.Tensor:
+        return torch.cat([self.stream.take(), self.vec.take()], 1)
+
+
 class BlockEdit:
     """One joint block's edit and/or capture: `edit` ([C] broadcast over tokens, or [L', C] token-aligned) times
     `strength`, on `stream` at the block's `position`, by `mode`, inside a sigma window, on the rows `apply_to`
-    names; `capture` records the unedited stream there (positive rows). `reference` (norm="matched"): the norm
-    of the features the edit was made for, per token row [L'] or one value for a token-pooled edit; each step
-    the edit is scaled by the stream's norm over it."""
+    names, and `vec_edit` [C] times `strength` on the block's modulation vector; `capture` (a CaptureBuffer, or
+    StreamAndVec) records the unedited stream there (positive rows). `reference` (norm="matched"): the norm of
+    the features the edit was made for, per token row [L'] or one value for a token-pooled edit; each step the
+    edit is scaled by the stream's norm over it."""
 
     def __init__(self, stream: Stream, edit: torch.Tensor | None = None, strength: float = 1.0,
                  position: Position = "output", mode: Mode = "residual", norm: Norm = "fixed",
                  reference: torch.Tensor | None = None, sigma_window: tuple[float, float] = (float("inf"), 0.0),
                  apply_to: ApplyTo = "positive", capture: CaptureBuffer | None = None,
-                 previous: BlockFn | None = None):
+                 vec_edit: torch.Tensor | None = None, previous: BlockFn | None = None):
         if mode == "kv" and (stream, position) != ("txt", "input"):
             raise ShapeMismatchError("a key/value edit acts on the text stream a block's attention reads: "
                                      "use stream txt at the block's input")
@@ -86,6 +113,7 @@ class BlockEdit:
         self.position, self.mode, self.norm, self.reference = position, mode, norm, reference
         self.sigma_start, self.sigma_end = sigma_window
         self.apply_to, self.capture, self.previous = apply_to, capture, previous
+        self.vec_edit = vec_edit
 
     def __call__(self, args: dict, extra: dict) -> dict:
         run = (lambda a: self.previous(a, extra)) if self.previous is not None else extra["original_block"]
@@ -94,16 +122,19 @@ class BlockEdit:
         if sigmas is not None and not in_window(float(sigmas.flatten()[0]), self.sigma_start, self.sigma_end):
             return run(args)
         editing = self.edit is not None and self.strength != 0
+        vec = args.get("vec")
+        if self.vec_edit is not None and self.strength != 0:
+            args = {**args, "vec": vec + self.vec_addend(vec, opts)}
         if self.position == "output":
             out = run(args)
             x = out.get(self.stream)
             if x is None:
                 raise ShapeMismatchError(f"this joint block computes no {self.stream} output (the last block's text "
                                          "stream is pre_only in SD3): use its input (_in) or an earlier block")
-            self._record(x, opts)
+            self._record(x, opts, vec)
             return {**out, self.stream: x + self.addend(x, opts)} if editing else out
         x = args[self.stream]
-        self._record(x, opts)
+        self._record(x, opts, vec)
         if not editing:
             return run(args)
         edited = {**args, self.stream: x + self.addend(x, opts)}
@@ -112,9 +143,21 @@ class BlockEdit:
         k, v = _text_kv(run, edited)
         return run({**args, "transformer_options": _with_override(opts, _substitute(k, v))})
 
-    def _record(self, x: torch.Tensor, opts: dict) -> None:
-        if self.capture is not None:
-            self.capture.record(x, cfg_rows(opts.get("cond_or_uncond"), x.shape[0], "positive"))
+    def _record(self, x: torch.Tensor, opts: dict, vec: torch.Tensor | None) -> None:
+        if self.capture is None:
+            return
+        rows = cfg_rows(opts.get("cond_or_uncond"), x.shape[0], "positive")
+        if isinstance(self.capture, StreamAndVec):
+            self.capture.record(x, rows, vec)
+        else:
+            self.capture.record(x, rows)
+
+    def vec_addend(self, vec: torch.Tensor, opts: dict) -> torch.Tensor:
+        """What this step adds to the block's modulation vector `vec` [B, C] (timestep plus pooled-prompt embedding)."""
+        rows = cfg_rows(opts.get("cond_or_uncond"), vec.shape[0], self.apply_to)
+        add = stream_addend(self.vec_edit.to(vec.device, vec.dtype), rows, vec[:, None].shape, self.strength,
+                            vec.device, vec.dtype)
+        return add.reshape(-1, vec.shape[-1]).expand_as(vec)
 
     def addend(self, x: torch.Tensor, opts: dict) -> torch.Tensor:
         """What this step adds to stream `x` [B, L, C]: the edit on the chosen rows, scaled as `norm` says."""
@@ -190,17 +233,18 @@ def check_site(site: BlockSite, depth: int, hidden: int, feature_width: int) -> 
                                  "they belong to another model (SD3.5 Medium is 1536, Large 2432)")
 
 
-def edit_blocks(site: BlockSite, depth: int, mode: Mode, carry: bool) -> list[tuple[int, Position]]:
-    """(block, position) of each BlockEdit that makes one edit at `site`: a key/value edit goes into the attention
-    that reads the site's text stream, and with `carry` into every later block's too; a residual edit is added
-    once, where the site is."""
+def edit_blocks(site: BlockSite, depth: int, mode: Mode, carry: bool) -> list[tuple[int, Position, bool]]:
+    """(block, position, whether the text edit goes there) of each BlockEdit that makes one edit at `site`. A
+    key/value edit goes into the attention that reads the site's text stream, and with `carry` into every later
+    block's too; a residual edit is added once, where the site is. The modulation-vector part of an edit goes
+    to every block from the one that reads the site on (a vector-only BlockEdit where no text edit goes)."""
+    if mode == "kv" and site.stream != "txt":
+        raise SSAEError(f"site {site}: key/value edits act on the text stream; use mode residual for the image stream")
+    if site.reader >= depth and (mode == "kv" or site.stream == "txt"):
+        raise ShapeMismatchError(f"site {site}: no block reads it (the model has joint blocks 0..{depth - 1})")
     if mode == "residual":
         if carry:
             raise SSAEError("a residual edit carried over blocks would be added again at every block: carry a "
                             "key/value edit, or edit one block")
-        return [(site.block, site.position)]
-    if site.stream != "txt":
-        raise SSAEError(f"site {site}: key/value edits act on the text stream; use mode residual for the image stream")
-    if site.reader >= depth:
-        raise ShapeMismatchError(f"site {site}: no block reads it (the model has joint blocks 0..{depth - 1})")
-    return [(b, "input") for b in (range(site.reader, depth) if carry else [site.reader])]
+        return [(site.block, site.position, True)] + [(b, "input", False) for b in range(site.block + 1, depth)]
+    return [(b, "input", carry or b == site.reader) for b in range(site.reader, depth)]

@@ -13,7 +13,7 @@ import torch
 
 from .errors import FeatureFileError
 from .promptset import LabelledPrompt
-from .shapes import FeatureShape
+from .shapes import FeatureShape, n_features_of
 from .steer import CaptureBuffer
 from .vocab import Vocabulary
 
@@ -75,7 +75,12 @@ def collate(captures: Sequence[CapturedSample], split: str = "auto") -> Collated
 
 
 def _resolved(shape: FeatureShape, n_features: int) -> FeatureShape:
-    """A shape [-1, C] with its row count filled in from the sample's size."""
+    """A shape [-1, C] (or a first part [-1, C] of named parts) with its row count filled in from the sample's
+    size."""
+    if isinstance(shape, dict):
+        first, *rest = shape
+        others = n_features_of({k: shape[k] for k in rest})
+        return {first: _resolved(shape[first], n_features - others), **{k: shape[k] for k in rest}}
     if isinstance(shape, list) and shape and shape[0] == ALL_TOKENS:
         return [n_features // shape[-1], shape[-1]]
     return shape
