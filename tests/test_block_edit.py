@@ -4,8 +4,9 @@ import copy
 import pytest
 import torch
 
-from ssae.block_edit import BlockEdit, stream_scale
-from ssae.errors import ShapeMismatchError
+from ssae.block_edit import BlockEdit, StreamAndVec, check_site, edit_blocks, parse_block_site, stream_scale
+from ssae.errors import ShapeMismatchError, SSAEError
+from ssae.steer import CaptureBuffer
 from tests.tiny_mmdit import TinyMMDiT, options
 
 W = 8
@@ -120,3 +121,61 @@ def test_norm_matched_edit_scales_with_the_stream():
     assert torch.allclose(model(txt[one], img[one], c[one], options({0: matched}, batch=1, cond_or_uncond=(0,))),
                           model(txt[one], img[one], c[one], options({0: fixed}, batch=1, cond_or_uncond=(0,))),
                           atol=1e-5)
+
+
+def test_the_modulation_vector_edit_reaches_the_blocks_it_names_on_positive_rows():
+    model, (txt, img, c) = TinyMMDiT(), inputs()
+    seen = {}
+
+    def spy(i):
+        def patch(args, extra):
+            seen[i] = args["vec"]
+            return extra["original_block"](args)
+        return patch
+    dv = torch.randn(W)
+    opts = options({1: BlockEdit("txt", None, 2.0, "input", vec_edit=dv, previous=spy(1)), 0: spy(0), 2: spy(2)},
+                   cond_or_uncond=(1, 0))
+    out = model(txt, img, c, opts)
+    assert torch.equal(seen[0], c) and torch.equal(seen[2], c)  # a patch's vec reaches its own block only
+    assert torch.allclose(seen[1], c + torch.stack([torch.zeros(W), 2.0 * dv]))
+    assert torch.allclose(out[0], model(txt, img, c)[0], atol=1e-6)
+    zero = options({1: BlockEdit("txt", None, 0.0, "input", vec_edit=dv)})
+    assert torch.equal(model(txt, img, c, zero), model(txt, img, c))
+
+
+def test_stream_and_vec_capture_records_both_parts_of_positive_rows():
+    model, (txt, img, c) = TinyMMDiT(), inputs()
+    buf = StreamAndVec(CaptureBuffer("none"))
+    model(txt, img, c, options({1: BlockEdit("txt", position="input", capture=buf)}, cond_or_uncond=(1, 0)))
+    model(txt, img, c, options({1: BlockEdit("txt", position="input", capture=copy.deepcopy(buf))},
+                               cond_or_uncond=(1, 0)))
+    txt1, _ = model.joint_blocks[0](txt, img, c)
+    assert buf.steps == 2
+    got = buf.take()
+    assert got.shape == (1, 5 * W + W)
+    assert torch.allclose(got[0], torch.cat([txt1[1].flatten(), c[1]]), atol=1e-6)
+
+
+def test_sites_and_edit_plans():
+    s = parse_block_site("joint_blocks.0.txt_in")
+    assert (s.block, s.stream, s.position, s.reader, str(s)) == (0, "txt", "input", 0, "joint_blocks.0.txt_in")
+    assert parse_block_site("joint_blocks.3.img").reader == 4
+    for bad in ("joint_blocks.x.txt", "joint_blocks.1.vec", "conditioning"):
+        with pytest.raises(SSAEError, match="unknown block site"):
+            parse_block_site(bad)
+    check_site(parse_block_site("joint_blocks.2.txt_in"), 3, 64, 64)
+    with pytest.raises(ShapeMismatchError, match="pre_only"):
+        check_site(parse_block_site("joint_blocks.2.txt"), 3, 64, 64)
+    with pytest.raises(ShapeMismatchError, match="0..2"):
+        check_site(parse_block_site("joint_blocks.3.img"), 3, 64, 64)
+    with pytest.raises(ShapeMismatchError, match="1536"):
+        check_site(parse_block_site("joint_blocks.0.img"), 3, 64, 1536)
+    out0 = parse_block_site("joint_blocks.0.txt")
+    assert edit_blocks(out0, 3, "kv", carry=True) == [(1, "input", True), (2, "input", True)]
+    assert edit_blocks(out0, 3, "kv", carry=False) == [(1, "input", True), (2, "input", False)]
+    assert edit_blocks(out0, 3, "residual", carry=False) == [(0, "output", True), (1, "input", False),
+                                                             (2, "input", False)]
+    with pytest.raises(SSAEError, match="carry"):
+        edit_blocks(out0, 3, "residual", carry=True)
+    with pytest.raises(SSAEError, match="text stream"):
+        edit_blocks(parse_block_site("joint_blocks.0.img"), 3, "kv", carry=False)

@@ -172,13 +172,14 @@ class EvaluateSettings:
     """At most this many (held-out combination, seed) cases (None: every held-out combination at each seed)."""
     prompts: int | None = None
     """Prompts in the captured training sets (None: every combination of the world, held-out pairs in 'test')."""
-    block_site: str = "joint_blocks.0.txt"
+    block_site: str = "joint_blocks.0.txt_in"
+    """Joint block 0's text input (the context embedder's output, a linear map of the conditioning's token rows)
+    with the modulation vector every block reads (the timestep's and the pooled prompt's embedding)."""
     block_seeds: int = 2
     """Sampling runs per prompt captured at the block (each a sample of the block's output)."""
     strength: float = 1.0
-    block_strength: float = 2.0
-    """The block edit's strength: a joint block's text stream reaches the image through the later blocks
-    only, so the same swap needs a stronger push there than at the conditioning."""
+    block_strength: float = 1.0
+    """The block edit's strength (chosen on development cases, docs/WORLD.md)."""
     block_end: float = 1.0
     """The block edit acts from the start of the schedule to this fraction of it."""
     block_mode: str = "attention keys/values"
