@@ -13,7 +13,9 @@ neither shape nor position is swapped and the share of objects broken into piece
   {"name": "...", "edits": [{"block": 0, "stream": "txt", "position": "input", "mode": "kv", "ssae": "txt_in.0"}],
    "strength": 2.0, "norm": "fixed", "window": [0.0, 1.0], "windows": {"shape": [0.0, 0.5]}}
 `ssae` names the site whose SSAE makes the edit (txt_in.<i>: block i's text input; img_out.<i>: block i's image
-output, token mean); `windows` overrides the schedule window per swapped category.
+output, token mean; null: none, with "vec": true the modulation-vector edit alone); "vec": true adds the edit of
+the `vec` SSAE (the blocks' modulation vector) at that block; `windows` overrides the schedule window per swapped
+category; {"name": ..., "prompt": true} samples the edited prompt instead (the baseline).
 """
 from __future__ import annotations
 
@@ -220,6 +222,9 @@ def run_variant(w: World, ssaes: dict[str, SSAE], v: dict, cases, base: np.ndarr
     images = []
     for lo in range(0, len(cases), batch):
         cs, ps = cases[lo:lo + batch], prompts[lo:lo + batch]
+        if v.get("prompt"):  # the baseline: the edited prompt, same seed
+            images.append(w.sample(w.model, [world.prompt(c.edited) for c in cs], [c.seed for c in cs]))
+            continue
         windows = torch.tensor([[w.sigma(p) for p in v.get("windows", {}).get(c.category, v.get("window", [0, 1]))]
                                 for c in cs])
         m = w.model.clone()
