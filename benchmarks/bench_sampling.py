@@ -46,7 +46,7 @@ def main() -> None:
     import torch
     from tiny_models import random_mmdit
 
-    from ssae.hooks import BlockHook
+    from ssae.hooks import BlockHook, patch_block
     from ssae.steer import edit_conditioning
 
     rows = []
@@ -66,10 +66,8 @@ def main() -> None:
         block = (depth - 1) // 2  # a middle block; the last one has no txt output
         hooks = block_hooks(hidden, 154, g)
 
-        def patched(hook: BlockHook):
-            m = model.clone()
-            m.set_model_patch_replace(hook, "dit", "double_block", block)
-            return m
+        def patched(hook: BlockHook):  # as the nodes patch: the hook, and the wrapper that reads row layouts
+            return patch_block(model, block, hook)
 
         tokens_delta, pooled_delta = torch.randn(154, ctx, generator=g), torch.randn(adm, generator=g)
         variants = {"plain": lambda: (model, cond)} | {name: (lambda make=make: (patched(make()), cond))
@@ -123,10 +121,11 @@ def block_hooks(hidden: int, tokens: int, g) -> dict:
     """Makers of the measured BlockHooks: an edit on each stream, and a capture of each."""
     import torch
 
+    from ssae.capture import CaptureBuffer
     from ssae.hooks import BlockHook
-    from ssae.steer import CaptureBuffer
-    return {"patch img": lambda: BlockHook("img", edit=torch.randn(hidden, generator=g)),
-            "patch txt": lambda: BlockHook("txt", edit=torch.randn(tokens, hidden, generator=g)),
+    from ssae.steer import StreamEdit
+    return {"patch img": lambda: BlockHook("img", StreamEdit(torch.randn(hidden, generator=g))),
+            "patch txt": lambda: BlockHook("txt", StreamEdit(torch.randn(tokens, hidden, generator=g))),
             "capture img": lambda: BlockHook("img", capture=CaptureBuffer("mean")),
             "capture txt": lambda: BlockHook("txt", capture=CaptureBuffer("none"))}
 
@@ -154,10 +153,9 @@ def joint_block_ms(img, txt, repeats: int = 3) -> float:
 def hook_us(hook, img, txt, calls: int = 200) -> float:
     """Microseconds a BlockHook adds to one joint-block call on streams of these shapes: the hook around a
     block that returns precomputed outputs, minus that bare block (fastest of 5 batches of calls each)."""
-    import torch
     out = {"img": img, "txt": txt}
-    args = {"img": img, "txt": txt, "vec": None,
-            "transformer_options": {"sigmas": torch.tensor([0.5]), "cond_or_uncond": [1, 0]}}
+    args = {"img": img, "txt": txt, "vec": None,  # no sigma: a capture records every call as a step of its own
+            "transformer_options": {"cond_or_uncond": [1, 0]}}
     extra = {"original_block": lambda _: out}
 
     def per_call(fn) -> float:

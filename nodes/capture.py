@@ -4,22 +4,14 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ssae import Vocabulary
-from ssae.block_edit import STREAM_PART, VEC_PART, BlockEdit, StreamAndVec, check_site, parse_block_site
-from ssae.capture import ALL_TOKENS, CapturedSample
+from ssae.block_edit import BlockEdit, StreamAndVec, check_site, parse_block_site
+from ssae.capture import CaptureBuffer, CapturedSample
 from ssae.errors import SSAEError
+from ssae.hooks import patch_block
 from ssae.layout import POOLED, conditioning_features
 from ssae.promptset import LabelledPrompt
-from ssae.steer import CaptureBuffer
 
-from .common import (
-    CATEGORY,
-    FeaturesType,
-    SampleType,
-    mmdit_geometry,
-    node_errors,
-    set_block_patch,
-    sigma_window,
-)
+from .common import CATEGORY, FeaturesType, SampleType, mmdit_geometry, node_errors, sigma_window
 
 
 class SSAECaptureConditioning(io.ComfyNode):
@@ -52,14 +44,16 @@ class SSAECaptureFeatures(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SSAECaptureFeatures", display_name="SSAE Capture Features", category=CATEGORY,
-            description="Return a copy of the model that records a joint block's output while it samples; "
-                        "connect FEATURES to SSAE Save Features after the sampler.",
+            description="Return a copy of the model that records a joint block's output while it samples (the "
+                        "positive prompt's rows, one pass per step, its CLIP and T5 rows told apart on the text "
+                        "stream); connect FEATURES to SSAE Save Features after the sampler.",
             inputs=[
                 io.Model.Input("model", tooltip="The SD3 / SD3.5 model to record; it is not changed."),
                 io.String.Input("site", default="joint_blocks.7.img",
-                                tooltip="joint_blocks.<i>.img (pooled over image tokens) or joint_blocks.<i>.txt: "
-                                        "block i's output; .img_in / .txt_in: its input (block 0's text input is "
-                                        "the context embedder's output, a linear map of the conditioning)"),
+                                tooltip="joint_blocks.<i>.img (pooled over image tokens) or joint_blocks.<i>.txt "
+                                        "(with the blocks' modulation vector): block i's output; .img_in / "
+                                        ".txt_in: its input (block 0's text input is the context embedder's "
+                                        "output, a linear map of the conditioning)"),
                 io.String.Input("labels", multiline=True, default="",
                                 tooltip="Concepts of this sample, comma-separated, or the prompt itself. "
                                         "Not used when SAMPLE is connected."),
@@ -95,12 +89,8 @@ class SSAECaptureFeatures(io.ComfyNode):
             depth, hidden = mmdit_geometry(model)
             check_site(target, depth, hidden, hidden)
             pool = {"auto": "mean" if target.stream == "img" else "none", "mean": "mean", "all": "none"}[tokens]
-            buffer = CaptureBuffer(pool, per_step=steps == "each")
-            shape = [hidden] if pool == "mean" else [ALL_TOKENS, hidden]
-            if target.stream == "txt":  # with the modulation vector: the pooled prompt reaches blocks through it
-                buffer, shape = StreamAndVec(buffer), {STREAM_PART: shape, VEC_PART: [hidden]}
-            window = sigma_window(model, start_percent, end_percent)
-            m = model.clone()
-            set_block_patch(m, target.block, lambda previous: BlockEdit(
-                target.stream, position=target.position, sigma_window=window, capture=buffer, previous=previous))
-        return io.NodeOutput(m, CapturedSample(sample, str(target), shape, buffer=buffer))
+            # a text stream with the modulation vector: the pooled prompt reaches the blocks through it
+            buffer = (StreamAndVec if target.stream == "txt" else CaptureBuffer)(pool, per_step=steps == "each")
+            m = patch_block(model, target.block, BlockEdit(target.stream, position=target.position, capture=buffer,
+                                                     sigma_window=sigma_window(model, start_percent, end_percent)))
+        return io.NodeOutput(m, CapturedSample(sample, str(target), buffer=buffer))

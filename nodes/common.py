@@ -1,11 +1,12 @@
 """Socket types, the `ssae` model folder and host helpers shared by the node modules."""
 from __future__ import annotations
 
+import logging
 import os
 from contextlib import contextmanager
 
 import folder_paths
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ssae.errors import SSAEError
 from ssae.store import MANIFEST
@@ -16,6 +17,7 @@ ConceptsType = io.Custom("SSAE_CONCEPTS")
 FeaturesType = io.Custom("SSAE_FEATURES")
 SampleType = io.Custom("SSAE_SAMPLE")
 FEATURES_DIR = "ssae_features"
+log = logging.getLogger(__name__)
 
 
 def context_input() -> io.String.Input:
@@ -65,14 +67,11 @@ def mmdit_geometry(model) -> tuple[int, int]:
     return len(blocks), int(dm.x_embedder.proj.weight.shape[0])
 
 
-def set_block_patch(m, block: int, make):
-    """Set `make(previous)` as joint block `block`'s replace patch on the clone `m`, `previous` being the patch already
-    there (or None), so that patches chain; returns the patch."""
-    key = ("double_block", block)
-    previous = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {}).get(key)
-    patch = make(previous)
-    m.set_model_patch_replace(patch, "dit", "double_block", block)
-    return patch
+def show_notes(text: str, notes: list[str]) -> ui.PreviewText:
+    """Node text: what the node did, then what it left undone (also logged, for runs without a front end)."""
+    for note in notes:
+        log.warning("SSAE: %s", note)
+    return ui.PreviewText("\n".join([text] + [f"warning: {n}" for n in notes]))
 
 
 def sigma_window(model, start_percent: float, end_percent: float) -> tuple[float, float]:

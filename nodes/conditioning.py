@@ -7,7 +7,7 @@ from ssae.errors import SSAEError
 from ssae.layout import layout_of_shape
 from ssae.steer import edit_conditioning, split_conditioning
 
-from .common import CATEGORY, ConceptsType, context_input, node_errors
+from .common import CATEGORY, ConceptsType, context_input, node_errors, show_notes
 from .concepts import SSAEConcepts
 
 
@@ -45,13 +45,15 @@ class SSAEApplyConditioning(io.ComfyNode):
             if conditioning is None:
                 raise SSAEError("edit mode needs the prompt's conditioning: connect it, or switch the concepts "
                                 "to compose")
-            tokens_d, pooled_d = split_conditioning(choice.delta(ssae, context), ssae.feature_shape)
+            delta = choice.delta(ssae, context)
+            tokens_d, pooled_d = split_conditioning(delta.features, ssae.feature_shape)
             layout = layout_of_shape(ssae.feature_shape)
-            out = []
+            out, notes = [], list(delta.notes)
             for cond, extra in conditioning:
-                c, p = edit_conditioning(cond, extra.get("pooled_output"), tokens_d, layout, pooled_d, strength)
+                c, p, left = edit_conditioning(cond, extra.get("pooled_output"), tokens_d, layout, pooled_d, strength)
+                notes += [n for n in left if n not in notes]
                 extra = dict(extra)
                 if p is not None:
                     extra["pooled_output"] = p
                 out.append([c, extra])
-        return io.NodeOutput(out)
+        return io.NodeOutput(out, ui=show_notes(f"edited {len(out)} conditioning(s), strength {strength:g}", notes))

@@ -1,13 +1,22 @@
-"""SSAEPatchModel: the block setting, a concept edit at a joint block's text or image stream."""
+"""SSAEPatchModel: the block setting, add a concept edit to a joint block's text or image stream."""
 from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ssae.block_edit import STREAM_PART, VEC_PART, BlockEdit, check_site, edit_blocks, parse_block_site
+from ssae.block_edit import BlockEdit, block_edit_parts, check_site, edit_blocks, parse_block_site
 from ssae.errors import SSAEError
+from ssae.hooks import patch_block
 from ssae.shapes import channel_width
 
-from .common import CATEGORY, ConceptsType, context_input, mmdit_geometry, node_errors, set_block_patch, sigma_window
+from .common import (
+    CATEGORY,
+    ConceptsType,
+    context_input,
+    mmdit_geometry,
+    node_errors,
+    show_notes,
+    sigma_window,
+)
 from .concepts import SSAEConcepts
 
 MODES = {"attention keys/values": "kv", "residual stream": "residual"}
@@ -41,15 +50,17 @@ class SSAEPatchModel(io.ComfyNode):
                 io.Combo.Input("mode", options=list(MODES), default="attention keys/values", optional=True,
                                tooltip="attention keys/values: the edit reaches only the text keys and values of "
                                        "the joint attention that reads the site's text stream (the image reads the "
-                                       "edited text, the text stream itself is not changed); residual stream: the "
-                                       "edit is added to the stream (the only mode for image sites)."),
+                                       "edited text; the text stream itself is not changed); residual stream: the "
+                                       "edit is added to the stream (the only mode for image sites). Either way "
+                                       "an SSAE captured with the modulation vector also edits that vector in "
+                                       "every block from the site on."),
                 io.Combo.Input("blocks", options=list(BLOCKS), default="this site and every later block",
                                optional=True,
                                tooltip="With attention keys/values: edit the attention that reads the site only, or "
                                        "that one and every later block's, the same edit carried to each."),
                 io.Combo.Input("scale", options=list(SCALES), default="fixed", optional=True,
                                tooltip="fixed: the edit times strength; matched to the stream: rescaled each step by "
-                                       "how the stream's norm compares with the captured features'."),
+                                       "how the stream's norm compares with its features' (needs the context)."),
             ],
             outputs=[io.Model.Output()],
         )
@@ -69,25 +80,21 @@ class SSAEPatchModel(io.ComfyNode):
             check_site(target, depth, hidden, channel_width(ssae.feature_shape))
             kind = MODES[mode] if target.stream == "txt" else "residual"
             places = edit_blocks(target, depth, kind, BLOCKS[blocks] and kind == "kv")
-            stream_delta, vec_delta = stream_parts(ssae.unflatten(concepts.choice.delta(ssae, context)))
-            norm = SCALES[scale]
-            if norm == "matched" and not context.strip():
-                raise SSAEError("an edit matched to the stream's norm needs the context (the prompt being edited) "
-                                "to know the norm of its features: fill in context, or choose scale fixed")
-            reference = stream_parts(ssae.unflatten(ssae.reconstruct([ssae.vocabulary.parse_labels(context)])[0]))[
-                0].norm(dim=-1) if norm == "matched" else None
-            m = model.clone()
+            delta = concepts.choice.delta(ssae, context)
+            reference = None
+            if SCALES[scale] == "matched":
+                if not context.strip():
+                    raise SSAEError("an edit matched to the stream's norm needs the context (the prompt being "
+                                    "edited) to know its features' norm: fill in context, or choose scale fixed")
+                reference = ssae.reconstruct([ssae.vocabulary.parse_labels(context)])[0]
+            edit, vec = block_edit_parts(delta.features, ssae.feature_shape, strength, target.stream, reference)
             window = sigma_window(model, start_percent, end_percent)
+            m = model
             for block, position, with_stream in places:
-                if with_stream or vec_delta is not None:
-                    set_block_patch(m, block, lambda previous, p=position, w=with_stream: BlockEdit(
-                        target.stream, stream_delta if w else None, strength, p, kind, norm if w else "fixed",
-                        reference if w else None, window, apply_to, vec_edit=vec_delta, previous=previous))
-        return io.NodeOutput(m)
-
-
-def stream_parts(features):
-    """(the stream's part, the modulation vector's part or None) of unflattened block features."""
-    if isinstance(features, dict):
-        return features[STREAM_PART], features.get(VEC_PART)
-    return features, None
+                if with_stream or vec is not None:
+                    m = patch_block(m, block, BlockEdit(target.stream, edit if with_stream else None, position, kind,
+                                                        vec, strength, sigma_window=window, apply_to=apply_to))
+        text = f"{target}, {mode}, {blocks if kind == 'kv' else 'one block'}: {edit.describe()}"
+        if vec is not None:
+            text += f"; modulation vector edited in blocks {places[0][0]}..{depth - 1}"
+        return io.NodeOutput(m, ui=show_notes(text, delta.notes))

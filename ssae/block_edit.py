@@ -1,10 +1,12 @@
-"""Block edits in ComfyUI's replace-patch protocol, beyond adding to a block's output (no ComfyUI import).
+"""Block edits beyond adding to a block's output, on `hooks.BlockHook` (no ComfyUI import).
 
 Where: a joint block's `input` (the stream its attention reads) or its `output` (what the next block reads).
 How: `residual`, the edit added to the stream; or `kv`, the edit reaching the joint attention's text keys and
 values only (attention injection, as Stable Flow and FreeFlux do on MMDiTs): the block's queries, its image
-rows and its residual stream stay as they were. How much: a fixed `strength`, or `norm="matched"`, the edit
-rescaled per step by how the stream's norm compares with the norm of the features it was trained on.
+rows and its residual stream stay as they were. How much: a fixed strength, or `MatchedEdit`, rescaled each
+step by how the stream's norm compares with the norm of the features it was made for. And the modulation
+vector `vec` (timestep plus pooled-prompt embedding) that every block's adaLN reads: a text stream is captured
+with it (`StreamAndVec`, named part `vec`), and an edit adds its `vec` part at every block from the site on.
 
 `kv` needs no access to the block's weights: the block runs once on the edited text stream under an attention
 override that records the text rows' keys and values and stops the block there, then once on the unedited
@@ -17,19 +19,21 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
+from .capture import CaptureBuffer
 from .errors import ShapeMismatchError, SSAEError
-from .steer import ApplyTo, CaptureBuffer, Stream, cfg_rows, in_window, stream_addend
+from .hooks import BlockHook, Pass, cfg_rows, in_window
+from .shapes import FeatureShape, n_features_of, unflatten
+from .sites import Stream
+from .steer import StreamEdit, stream_edit
 
-BlockFn = Callable[[dict, dict], dict]
 Position = Literal["input", "output"]
 Mode = Literal["residual", "kv"]
-Norm = Literal["fixed", "matched"]
-
-
+VEC = "vec"
+"""The named part of a text-stream capture that holds the block's modulation vector."""
 _SITE = re.compile(r"^joint_blocks\.(\d+)\.(txt|img)(_in)?$")
 
 
@@ -61,116 +65,69 @@ def parse_block_site(site: str) -> BlockSite:
     return BlockSite(int(m.group(1)), m.group(2), "input" if m.group(3) else "output")  # type: ignore[arg-type]
 
 
-class _Recorded(Exception):
-    """Raised by the recording override once it holds the text keys and values: the rest of the block is not needed."""
+def check_site(site: BlockSite, depth: int, hidden: int, feature_width: int) -> None:
+    """Refuse a site the model does not have, or features whose width is not the model's hidden size."""
+    if not 0 <= site.block < depth:
+        raise ShapeMismatchError(f"site {site} does not exist: this model has joint blocks 0..{depth - 1}")
+    if (site.stream, site.position, site.block) == ("txt", "output", depth - 1):
+        raise ShapeMismatchError(f"site {site}: the last joint block's text output is not computed by SD3 "
+                                 f"(pre_only); use joint_blocks.{depth - 1}.txt_in, its input")
+    if feature_width != hidden:
+        raise ShapeMismatchError(f"these features are {feature_width} wide, but the model's hidden size is {hidden}: "
+                                 "they belong to another model (SD3.5 Medium is 1536, Large 2432)")
 
 
-STREAM_PART, VEC_PART = "stream", "vec"
-"""The named parts of a text-stream capture: the stream's rows, then the block's modulation vector."""
+def edit_blocks(site: BlockSite, depth: int, mode: Mode, carry: bool) -> list[tuple[int, Position, bool]]:
+    """(block, position, whether the stream edit goes there) of each BlockEdit that makes one edit at `site`. A
+    key/value edit goes into the attention that reads the site's text stream, and with `carry` into every later
+    block's too; a residual edit is added once, where the site is. The `vec` part of an edit goes to every
+    block from the site's on (a vector-only BlockEdit where no stream edit goes)."""
+    if mode == "kv" and site.stream != "txt":
+        raise SSAEError(f"site {site}: key/value edits act on the text stream; use mode residual for the image stream")
+    if site.reader >= depth and (mode == "kv" or site.stream == "txt"):
+        raise ShapeMismatchError(f"site {site}: no block reads it (the model has joint blocks 0..{depth - 1})")
+    if mode == "residual":
+        if carry:
+            raise SSAEError("a residual edit carried over blocks would be added again at every block: carry a "
+                            "key/value edit, or edit one block")
+        return [(site.block, site.position, True)] + [(b, "input", False) for b in range(site.block + 1, depth)]
+    return [(b, "input", carry or b == site.reader) for b in range(site.reader, depth)]
 
 
-class StreamAndVec:
-    """A capture of a text stream with the block's modulation vector `vec` (the timestep embedding plus the pooled
-    prompt's, which every block's adaLN reads): one sample [L·C + C] per positive row, the stream's rows first."""
-
-    def __init__(self, stream: CaptureBuffer):
-        self.stream, self.vec = stream, CaptureBuffer("mean", per_step=stream.per_step)
-
-    def __deepcopy__(self, memo: dict) -> StreamAndVec:
-        return self  # as CaptureBuffer: every clone of the model fills the one buffer the node handed on
-
-    def record(self, x: torch.Tensor, rows: torch.Tensor | None, vec: torch.Tensor) -> None:
-        self.stream.record(x, rows)
-        self.vec.record(vec[:, None], rows)
-
-    @property
-    def steps(self) -> int:
-        return self.stream.steps
-
-    def take(self) -> torch.Tensor:
-        return torch.cat([self.stream.take(), self.vec.take()], 1)
+def block_edit_parts(flat: torch.Tensor, shape: FeatureShape, strength: float, stream: Stream,
+                     reference: torch.Tensor | None = None) -> tuple[StreamEdit, torch.Tensor | None]:
+    """An SSAE's flat edit [F] of a block site as (the stream's StreamEdit, a `MatchedEdit` when `reference` [F] is
+    given, the `vec` part [C] or None)."""
+    vec = None
+    if isinstance(shape, dict) and VEC in shape:
+        parts = unflatten(flat, shape)
+        vec = parts[VEC]
+        shape = {k: v for k, v in shape.items() if k != VEC}
+        flat = flat[..., :n_features_of(shape)]
+        if reference is not None:
+            reference = reference[..., :n_features_of(shape)]
+    edit = stream_edit(flat, shape, strength, stream)
+    if reference is not None:
+        ref = stream_edit(reference, shape, 1.0, stream).delta
+        edit = MatchedEdit(edit.delta, edit.strength, edit.layout, ref.norm(dim=-1))
+    return edit, vec
 
 
-class BlockEdit:
-    """One joint block's edit and/or capture: `edit` ([C] broadcast over tokens, or [L', C] token-aligned) times
-    `strength`, on `stream` at the block's `position`, by `mode`, inside a sigma window, on the rows `apply_to`
-    names, and `vec_edit` [C] times `strength` on the block's modulation vector; `capture` (a CaptureBuffer, or
-    StreamAndVec) records the unedited stream there (positive rows). `reference` (norm="matched"): the norm of
-    the features the edit was made for, per token row [L'] or one value for a token-pooled edit; each step the
-    edit is scaled by the stream's norm over it."""
+@dataclass(frozen=True, eq=False)
+class MatchedEdit(StreamEdit):
+    """A StreamEdit rescaled each step by the stream's norm over `reference`, the norm of the features it was made
+    for (per token row [L'] for token rows, one value for a pooled edit), so that it keeps its share of the
+    stream when the stream grows or shrinks over the schedule."""
 
-    def __init__(self, stream: Stream, edit: torch.Tensor | None = None, strength: float = 1.0,
-                 position: Position = "output", mode: Mode = "residual", norm: Norm = "fixed",
-                 reference: torch.Tensor | None = None, sigma_window: tuple[float, float] = (float("inf"), 0.0),
-                 apply_to: ApplyTo = "positive", capture: CaptureBuffer | None = None,
-                 vec_edit: torch.Tensor | None = None, previous: BlockFn | None = None):
-        if mode == "kv" and (stream, position) != ("txt", "input"):
-            raise ShapeMismatchError("a key/value edit acts on the text stream a block's attention reads: "
-                                     "use stream txt at the block's input")
-        if norm == "matched" and reference is None:
-            raise ShapeMismatchError("a norm-matched edit needs the norm of the features it was made for")
-        self.stream, self.edit, self.strength = stream, edit, strength
-        self.position, self.mode, self.norm, self.reference = position, mode, norm, reference
-        self.sigma_start, self.sigma_end = sigma_window
-        self.apply_to, self.capture, self.previous = apply_to, capture, previous
-        self.vec_edit = vec_edit
+    reference: torch.Tensor | None = None
 
-    def __call__(self, args: dict, extra: dict) -> dict:
-        run = (lambda a: self.previous(a, extra)) if self.previous is not None else extra["original_block"]
-        opts: dict[str, Any] = args.get("transformer_options", {})
-        sigmas = opts.get("sigmas")
-        if sigmas is not None and not in_window(float(sigmas.flatten()[0]), self.sigma_start, self.sigma_end):
-            return run(args)
-        editing = self.edit is not None and self.strength != 0
-        vec = args.get("vec")
-        if self.vec_edit is not None and self.strength != 0:
-            args = {**args, "vec": vec + self.vec_addend(vec, opts)}
-        if self.position == "output":
-            out = run(args)
-            x = out.get(self.stream)
-            if x is None:
-                raise ShapeMismatchError(f"this joint block computes no {self.stream} output (the last block's text "
-                                         "stream is pre_only in SD3): use its input (_in) or an earlier block")
-            self._record(x, opts, vec)
-            return {**out, self.stream: x + self.addend(x, opts)} if editing else out
-        x = args[self.stream]
-        self._record(x, opts, vec)
-        if not editing:
-            return run(args)
-        edited = {**args, self.stream: x + self.addend(x, opts)}
-        if self.mode == "residual":
-            return run(edited)
-        k, v = _text_kv(run, edited)
-        return run({**args, "transformer_options": _with_override(opts, _substitute(k, v))})
-
-    def _record(self, x: torch.Tensor, opts: dict, vec: torch.Tensor | None) -> None:
-        if self.capture is None:
-            return
-        rows = cfg_rows(opts.get("cond_or_uncond"), x.shape[0], "positive")
-        if isinstance(self.capture, StreamAndVec):
-            self.capture.record(x, rows, vec)
-        else:
-            self.capture.record(x, rows)
-
-    def vec_addend(self, vec: torch.Tensor, opts: dict) -> torch.Tensor:
-        """What this step adds to the block's modulation vector `vec` [B, C] (timestep plus pooled-prompt embedding)."""
-        rows = cfg_rows(opts.get("cond_or_uncond"), vec.shape[0], self.apply_to)
-        add = stream_addend(self.vec_edit.to(vec.device, vec.dtype), rows, vec[:, None].shape, self.strength,
-                            vec.device, vec.dtype)
-        return add.reshape(-1, vec.shape[-1]).expand_as(vec)
-
-    def addend(self, x: torch.Tensor, opts: dict) -> torch.Tensor:
-        """What this step adds to stream `x` [B, L, C]: the edit on the chosen rows, scaled as `norm` says."""
-        rows = cfg_rows(opts.get("cond_or_uncond"), x.shape[0], self.apply_to)
-        add = stream_addend(self.edit.to(x.device, x.dtype), rows, x.shape, self.strength, x.device, x.dtype)
-        if self.norm == "fixed":
-            return add
-        return add * stream_scale(x, self.reference, self.edit.ndim == 1)
+    def apply(self, x: torch.Tensor, addend: torch.Tensor) -> torch.Tensor:
+        return x + addend * stream_scale(x, self.reference, self.delta.ndim == 1)
 
 
 def stream_scale(x: torch.Tensor, reference: torch.Tensor, pooled: bool) -> torch.Tensor:
     """[B, L or 1, 1]: the stream's norm over the reference norm, per token row (token-aligned edits; rows past the
-    reference keep scale 1) or of the token mean (pooled edits), so that an edit keeps its share of the stream."""
+    reference keep scale 1) or of the token mean (pooled edits)."""
     ref = reference.to(x.device, torch.float32).clamp_min(1e-6)
     if pooled:
         return (x.float().mean(1).norm(dim=-1) / ref.reshape(())).reshape(-1, 1, 1).to(x.dtype)
@@ -178,6 +135,63 @@ def stream_scale(x: torch.Tensor, reference: torch.Tensor, pooled: bool) -> torc
     scale = torch.ones(x.shape[:2], device=x.device)
     scale[:, :n] = x[:, :n].float().norm(dim=-1) / ref[:n]
     return scale[..., None].to(x.dtype)
+
+
+class StreamAndVec(CaptureBuffer):
+    """A capture of a text stream with the block's modulation vector: one sample [F + C] per run (or step), the
+    stream's features first, its shape the stream's named parts plus `vec` [C]."""
+
+    def __init__(self, pool: Literal["mean", "none"] = "none", per_step: bool = False):
+        super().__init__(pool, per_step)
+        self.vec = CaptureBuffer("mean", per_step)
+
+    def record_vec(self, vec: torch.Tensor, step: float | None, source) -> None:
+        self.vec.record(vec[:, None], step, source)
+
+    def take(self) -> tuple[torch.Tensor, FeatureShape]:
+        x, shape = super().take()
+        v, _ = self.vec.take()
+        parts = dict(shape) if isinstance(shape, dict) else {"rows" if len(shape) > 1 else "mean": shape}
+        return torch.cat([x, v], 1), {**parts, VEC: [v.shape[1]]}
+
+
+class BlockEdit(BlockHook):
+    """A BlockHook at the block's `position`, by `mode`, plus `vec_edit` [C] (times the edit's strength, or 1 with
+    no stream edit) added to the block's modulation vector; a `StreamAndVec` capture records the vector too."""
+
+    def __init__(self, stream: Stream, edit: StreamEdit | None = None, position: Position = "output",
+                 mode: Mode = "residual", vec_edit: torch.Tensor | None = None, vec_strength: float = 1.0, **kwargs):
+        if mode == "kv" and (stream, position) != ("txt", "input"):
+            raise ShapeMismatchError("a key/value edit acts on the text stream a block's attention reads: "
+                                     "use stream txt at the block's input")
+        super().__init__(stream, edit, **kwargs)
+        self.position, self.mode, self.vec_edit, self.vec_strength = position, mode, vec_edit, vec_strength
+
+    def __call__(self, args: dict, extra: dict) -> dict:
+        p = Pass.of(args.get("transformer_options", {}))
+        if p.sigma is not None and not in_window(p.sigma, self.sigma_start, self.sigma_end):
+            return self._block(args, extra)
+        vec = args.get("vec")
+        if isinstance(self.capture, StreamAndVec) and vec is not None and p.chunks.count(0) <= 1:
+            positive = cfg_rows(p.chunks, vec.shape[0], "positive")
+            if positive is None or positive.any():
+                self.capture.record_vec(vec if positive is None else vec[positive.to(vec.device)], p.sigma,
+                                        p.positive_source)
+        if self.vec_edit is not None and self.vec_strength != 0 and vec is not None:
+            args = {**args, "vec": vec + self._vec_addend(vec, p)}
+        if self.position == "output":
+            return self._touch(self._block(args, extra), p)
+        touched = self._touch(args, p)
+        if self.mode == "residual" or touched[self.stream] is args[self.stream]:
+            return self._block(touched, extra)
+        k, v = _text_kv(lambda a: self._block(a, extra), touched)
+        opts = args.get("transformer_options", {})
+        return self._block({**args, "transformer_options": _with_override(opts, _substitute(k, v))}, extra)
+
+    def _vec_addend(self, vec: torch.Tensor, p: Pass) -> torch.Tensor:
+        rows = cfg_rows(p.chunks, vec.shape[0], self.apply_to)
+        d = self.vec_strength * self.vec_edit.to(vec.device, vec.dtype)
+        return d.expand_as(vec) if rows is None else rows.to(vec.device).view(-1, 1).to(vec.dtype) * d
 
 
 def _with_override(opts: dict, override: Callable) -> dict:
@@ -189,6 +203,10 @@ def _with_override(opts: dict, override: Callable) -> dict:
     def chained(func, *a, **kw):
         return override(lambda *a2, **kw2: before(func, *a2, **kw2), *a, **kw)
     return {**opts, "optimized_attention_override": chained}
+
+
+class _Recorded(Exception):
+    """Raised by the recording override once it holds the text keys and values: the rest of the block is not needed."""
 
 
 def _text_kv(run: Callable[[dict], dict], args: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -219,32 +237,3 @@ def _substitute(k_txt: torch.Tensor, v_txt: torch.Tensor) -> Callable:
             v = torch.cat([v_txt.to(v.dtype), v[:, n:]], 1)
         return func(q, k, v, *a, **kw)
     return substitute
-
-
-def check_site(site: BlockSite, depth: int, hidden: int, feature_width: int) -> None:
-    """Refuse a site the model does not have, or features whose width is not the model's hidden size."""
-    if not 0 <= site.block < depth:
-        raise ShapeMismatchError(f"site {site} does not exist: this model has joint blocks 0..{depth - 1}")
-    if (site.stream, site.position, site.block) == ("txt", "output", depth - 1):
-        raise ShapeMismatchError(f"site {site}: the last joint block's text output is not computed by SD3 "
-                                 f"(pre_only); use joint_blocks.{depth - 1}.txt_in, its input")
-    if feature_width != hidden:
-        raise ShapeMismatchError(f"these features are {feature_width} wide, but the model's hidden size is {hidden}: "
-                                 "they belong to another model (SD3.5 Medium is 1536, Large 2432)")
-
-
-def edit_blocks(site: BlockSite, depth: int, mode: Mode, carry: bool) -> list[tuple[int, Position, bool]]:
-    """(block, position, whether the text edit goes there) of each BlockEdit that makes one edit at `site`. A
-    key/value edit goes into the attention that reads the site's text stream, and with `carry` into every later
-    block's too; a residual edit is added once, where the site is. The modulation-vector part of an edit goes
-    to every block from the one that reads the site on (a vector-only BlockEdit where no text edit goes)."""
-    if mode == "kv" and site.stream != "txt":
-        raise SSAEError(f"site {site}: key/value edits act on the text stream; use mode residual for the image stream")
-    if site.reader >= depth and (mode == "kv" or site.stream == "txt"):
-        raise ShapeMismatchError(f"site {site}: no block reads it (the model has joint blocks 0..{depth - 1})")
-    if mode == "residual":
-        if carry:
-            raise SSAEError("a residual edit carried over blocks would be added again at every block: carry a "
-                            "key/value edit, or edit one block")
-        return [(site.block, site.position, True)] + [(b, "input", False) for b in range(site.block + 1, depth)]
-    return [(b, "input", carry or b == site.reader) for b in range(site.reader, depth)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 
@@ -18,6 +18,13 @@ from .ssae_file import SSAE
 from .vocab import Vocabulary
 
 Mode = Literal["edit", "compose"]
+
+
+class EditDelta(NamedTuple):
+    """An edit in an SSAE's raw feature space, and what of its context it could not read (for the node to show)."""
+
+    features: torch.Tensor
+    notes: list[str]
 
 
 @dataclass(frozen=True)
@@ -52,13 +59,14 @@ class ConceptChoice:
     def to_json(self) -> str:
         return json.dumps({"mode": self.mode, "add": self.add, "remove": self.remove})
 
-    def delta(self, ssae: SSAE, context: str = "") -> torch.Tensor:
+    def delta(self, ssae: SSAE, context: str = "") -> EditDelta:
         """[F] edit vector in the SSAE's raw feature space (compose at a block: the effect of adding). `context`,
         the prompt being edited or its concepts ('blond, hat, ...'), makes it exact for that prompt; empty, it
-        is the mean over contexts that hold the removed concepts."""
+        is the mean over contexts that hold the removed concepts. Its notes say what of the context was not
+        recognised (`read_context`)."""
         c = self.resolved(ssae.vocabulary)
-        concepts = ssae.vocabulary.parse_labels(context) if context.strip() else None
-        return ssae.delta(add=c.add, remove=c.remove, context=concepts)
+        concepts, notes = read_context(ssae.vocabulary, context) if context.strip() else (None, [])
+        return EditDelta(ssae.delta(add=c.add, remove=c.remove, context=concepts), notes)
 
     def features(self, ssae: SSAE) -> torch.Tensor:
         """[F] decoded features of the mix (compose mode): removed concepts enter with negative weight."""
@@ -69,6 +77,20 @@ class ConceptChoice:
         if not weights:
             raise SSAEError("compose needs at least one concept: add some concepts to the choice")
         return ssae.compose(weights)
+
+
+def read_context(vocabulary: Vocabulary, text: str) -> tuple[list[str], list[str]]:
+    """The concepts of an edit's context (concept names, or a prompt whose phrases the vocabulary holds), and a
+    note when some categories have none: the edit then takes the prompt to have none of them, which is exact only
+    if it has none (a prompt's words the vocabulary does not hold are not read)."""
+    concepts = vocabulary.parse_labels(text)
+    named = {vocabulary.category_of(c) for c in concepts}
+    missing = [cat for cat in vocabulary.categories if cat not in named]
+    if not missing:
+        return concepts, []
+    return concepts, [f"context {text!r}: recognised {', '.join(concepts)}; nothing of {', '.join(missing)}, so the "
+                      f"edit is made for a prompt without them. If the prompt has them, name its concepts in the "
+                      f"context (e.g. '{', '.join(vocabulary.categories[cat][0] for cat in vocabulary.categories)}')"]
 
 
 def _json_or_text(text: str) -> dict:

@@ -1,4 +1,4 @@
-"""Token layouts of SD3 conditioning: which rows come from CLIP and which from T5.
+"""Token layouts of SD3 conditioning and of a joint block's text stream: which rows come from CLIP, which from T5.
 
 ComfyUI encodes an SD3 prompt as CLIP rows (77 per chunk of the prompt; CLIP-L and CLIP-G side by side
 in the first 2048 channels, zero beyond) followed by T5 rows (77 or more; none without a T5 encoder).
@@ -6,6 +6,12 @@ diffusers' `encode_prompt`, whose features the paper used, gives 77 CLIP rows an
 conditioning feature records its layout in its shape's named parts, `{"clip": [77, 4096], "t5": [77,
 4096], "pooled_output": [2048]}`, and edits move CLIP rows to CLIP rows and T5 rows to T5 rows, so an
 SSAE works on conditioning of any layout its rows fit.
+
+A joint block's text stream holds, per batch row, the rows of the conditioning the model was given
+(`RowLayout`): one prompt's CLIP and T5 rows, repeated when ComfyUI batched it with a longer conditioning
+(it repeat-pads conditionings to a common length), after any register rows the MMDiT prepends (none in SD3).
+Block text-stream features record their layout as conditioning features do, and an edit of them lands the
+same way on each repetition of each batch row's prompt.
 """
 from __future__ import annotations
 
@@ -48,15 +54,57 @@ class TokenLayout:
         return {"clip": slice(0, self.clip), "t5": slice(self.clip, self.rows)}
 
 
+@dataclass(frozen=True)
+class RowLayout:
+    """One batch row of the conditioning a model call gets: a prompt's rows in `layout`, `repeats` times over
+    (ComfyUI repeat-pads conditionings of different lengths that it batches together to a common length)."""
+
+    layout: TokenLayout
+    repeats: int = 1
+
+    @property
+    def rows(self) -> int:
+        return self.layout.rows * self.repeats
+
+
+PAD_FACTORS = (2, 3)
+"""Repeat counts are found as products of these: ComfyUI pads a pair of conditionings to their least common
+multiple when that repeats the shorter at most 4 times (2, 3, 2x2); more chunks give other products of them."""
+
+
 def detect_layout(cond: torch.Tensor) -> TokenLayout:
     """The layout of ComfyUI SD3 conditioning [B, L, C] or [L, C]: the leading rows that are zero beyond the
     CLIP channels are CLIP rows, the rest T5. A conditioning no wider than the CLIP channels is all CLIP."""
     rows = cond.reshape(-1, cond.shape[-2], cond.shape[-1])[0]
     if rows.shape[-1] <= CLIP_CHANNELS:
         return TokenLayout(rows.shape[0], 0)
-    dense = (rows[:, CLIP_CHANNELS:] != 0).any(1)
+    dense = rows[:, CLIP_CHANNELS:].abs().amax(1) > 0  # as != 0 .any(), many times faster on a CPU
     n_clip = int(dense.int().argmax()) if bool(dense.any()) else rows.shape[0]
     return TokenLayout(n_clip, rows.shape[0] - n_clip)
+
+
+def row_layouts(context: torch.Tensor) -> tuple[RowLayout, ...]:
+    """The `RowLayout` of each batch row of conditioning [B, L, C] as a model call gets it: the shortest period
+    of a repeat-padded row (its prompt's own rows), and that period's CLIP/T5 layout (`detect_layout`).
+
+    A row whose every row is equal (a zeroed negative) has no period that can be told: it counts as one prompt
+    of L rows. A prompt that is itself periodic (the same 75 tokens twice in a row) is taken as repeated, which
+    edits its repeats alike and captures one of them: what its tokens say either way."""
+    return tuple(_row_layout(row) for row in context.reshape(-1, context.shape[-2], context.shape[-1]))
+
+
+def _row_layout(row: torch.Tensor) -> RowLayout:
+    period = row.shape[0]
+    if not torch.equal(row[1:], row[:-1]):  # a constant row has no period that can be told
+        shorter = True
+        while shorter:
+            shorter = False
+            for r in PAD_FACTORS:
+                p = period // r
+                if period % r == 0 and torch.equal(row[p:period], row[:period - p]):
+                    period, shorter = p, True
+                    break
+    return RowLayout(detect_layout(row[:period]), row.shape[0] // period)
 
 
 def conditioning_shape(layout: TokenLayout, width: int, pooled: int | None) -> dict[str, list[int]]:
@@ -76,25 +124,37 @@ def layout_of_shape(shape: FeatureShape) -> TokenLayout | None:
     return TokenLayout(*KNOWN_ROWS[rows]) if rows in KNOWN_ROWS else None
 
 
+def layout_notes(source: TokenLayout | None, target: TokenLayout, what: str = "the conditioning") -> list[str]:
+    """What an edit of `source` rows leaves undone on `target` rows (`remap_rows`), one sentence each: rows of
+    the target left unedited, and rows of the edit with nowhere to land. Empty when every row meets its own."""
+    if source is None:
+        return []
+    notes = []
+    for part, src, dst in zip(("CLIP", "T5"), (source.clip, source.t5), (target.clip, target.t5)):
+        if dst > src:
+            rows = f"all {dst} of {what}'s {part} rows" if src == 0 else f"{what}'s {part} rows {src + 1}-{dst}"
+            why = f"the SSAE was trained without {part} rows" if src == 0 else f"the SSAE has {src} {part} rows"
+            notes.append(f"{rows} are left unedited: {why} ({source})")
+        elif src > dst:
+            rows = f"the SSAE's {part} rows" if dst == 0 else f"the SSAE's {part} rows {dst + 1}-{src}"
+            notes.append(f"{rows} are dropped: {what} has {dst} {part} rows ({target})")
+    return notes
+
+
 def remap_rows(x: torch.Tensor, source: TokenLayout | None, target: TokenLayout) -> torch.Tensor:
     """[..., source rows, C] -> [..., target rows, C]: CLIP rows onto CLIP rows and T5 rows onto T5 rows, each
     aligned on its first row; rows the target has beyond the source's are zero. An unknown source aligns on the
-    first rows. Refused when no row would land (e.g. T5 rows only, onto CLIP rows only); a warning when one
-    part has nowhere to go."""
+    first rows. Refused when no row would land (e.g. T5 rows only, onto CLIP rows only); `layout_notes` says
+    what is left undone."""
     if source is None:
         source = TokenLayout(x.shape[-2], 0) if target.clip else TokenLayout(0, x.shape[-2])
     if (min(source.clip, target.clip) + min(source.t5, target.t5)) == 0:
         raise ShapeMismatchError(f"this SSAE's features have {source}, the conditioning {target}: none of its rows "
                                  "fits; encode the prompt with the text encoders the SSAE was trained with")
     out = x.new_zeros(*x.shape[:-2], target.rows, x.shape[-1])
-    for part, src, dst in zip(("CLIP", "T5"), source.spans().values(), target.spans().values()):
+    for src, dst in zip(source.spans().values(), target.spans().values()):
         n = min(src.stop - src.start, dst.stop - dst.start)
         out[..., dst.start:dst.start + n, :] = x[..., src.start:src.start + n, :]
-        if n == 0 and src.stop > src.start:
-            log.warning("the SSAE edits %s rows but the conditioning has none (%s): that part is dropped", part, target)
-        elif n == 0 and dst.stop > dst.start:
-            log.warning("the conditioning's %s rows are left unchanged: the SSAE was trained without them (%s)",
-                        part, source)
     return out
 
 
@@ -135,6 +195,8 @@ def relayout(x: torch.Tensor, parts: dict[str, list[int]], target: TokenLayout) 
     n_tok = source.rows * width
     tokens = x[:, :n_tok].reshape(x.shape[0], source.rows, width)
     out = remap_rows(tokens, source, target).flatten(1)
+    for note in layout_notes(source, target, "the target layout"):
+        log.warning(note)
     pooled = parts.get(POOLED)
     if pooled is not None:
         out = torch.cat([out, x[:, n_tok:]], 1)

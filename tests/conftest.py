@@ -5,11 +5,15 @@
 * Torch runs single-threaded (unless OMP_NUM_THREADS is set): every problem here is tiny, and on a
   busy two-core machine OpenMP threads spin against each other and make training tests 10-30x slower.
   The setting is inherited by the suite's subprocesses.
+* `fake_comfy` makes ComfyUI's stand-ins (tests/comfy_stubs) importable, with the repository's `nodes`
+  package, for the tests that run the model side (`comfy_stubs.sampling`) or the nodes without ComfyUI.
 * The repository root is ComfyUI's entry point (`__init__.py`), not a package of tests. Left to itself,
   pytest sets the root up as a package by importing that file, which fails outside ComfyUI, and fails
   outright in a checkout whose folder is no valid package name (`custom_nodes/ComfyUI-SSAE`). The root
   is collected as a plain folder instead, by a plugin: a conftest hook only covers the folders below it.
 """
+import importlib
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -49,3 +53,27 @@ def make_set(tmp_path):
     def build(name: str = "f", **overrides) -> ssae.FeatureSet:
         return ssae.load_features(make_features(tmp_path / f"{name}.safetensors", **overrides))
     return build
+
+
+_STUBBED = ("comfy", "comfy_api", "folder_paths", "server", "aiohttp", "nodes", "comfy_stubs")
+
+
+@pytest.fixture(scope="module")
+def fake_comfy(tmp_path_factory):
+    """ComfyUI's stand-ins importable (and aiohttp's where it is not installed), the repository's `nodes` package
+    with them, `folder_paths` rooted in a fresh folder; unloaded after the module. Yields `comfy_stubs.sampling`."""
+    import comfy_stubs
+    before = set(sys.modules)
+    paths = [str(comfy_stubs.MODULES), str(ROOT)]
+    if importlib.util.find_spec("aiohttp") is None:
+        paths.append(str(comfy_stubs.OPTIONAL))
+    sys.path[:0] = paths
+    try:
+        import folder_paths
+        folder_paths.set_base(str(tmp_path_factory.mktemp("comfy")))
+        yield importlib.import_module("comfy_stubs.sampling")
+    finally:
+        del sys.path[:len(paths)]
+        for name in set(sys.modules) - before:
+            if name.split(".")[0] in _STUBBED:
+                del sys.modules[name]

@@ -8,11 +8,11 @@ from builders import VOCAB
 
 import ssae
 from ssae import FeatureFileError
-from ssae.capture import ALL_TOKENS, CapturedSample, collate
+from ssae.capture import CaptureBuffer, CapturedSample, collate
 from ssae.hooks import BlockHook
 from ssae.layout import TokenLayout, conditioning_features, layout_of_shape
 from ssae.promptset import LabelledPrompt, prompt_set
-from ssae.steer import CaptureBuffer, edit_conditioning, split_conditioning
+from ssae.steer import edit_conditioning, split_conditioning
 from ssae.train import PRESETS
 
 WIDE = 2048 + 16  # wider than SD3's CLIP channels, so that CLIP rows (zero beyond 2048) can be told from T5 rows
@@ -40,16 +40,20 @@ def test_collate_stacks_a_prompt_set_with_each_samples_split():
 def test_collate_resolves_all_token_shapes_and_refuses_mixed_sets():
     typed = LabelledPrompt(VOCAB, "blond, hat", ("A blond girl", "and a hat"), None)
     buf = CaptureBuffer(pool="none", per_step=True)
-    for _ in range(3):
-        buf.record(torch.ones(1, 5, 4), None)
-    batch = collate([CapturedSample(typed, "joint_blocks.0.txt", [ALL_TOKENS, 4], buffer=buf)])
+    for step in range(3):
+        buf.record(torch.ones(1, 5, 4), float(step))
+    batch = collate([CapturedSample(typed, "joint_blocks.0.txt", buffer=buf)])
     assert batch.features.shape == (3, 20) and batch.feature_shape == [5, 4], "one row per step, every token"
     assert batch.split == ["train"] * 3 and batch.labels == [["A blond girl", "and a hat"]] * 3
+    for step in range(2):
+        buf.record(torch.ones(1, 5, 4), float(step), layout=TokenLayout(3, 2))
+    batch = collate([CapturedSample(typed, "joint_blocks.0.txt", buffer=buf)])
+    assert batch.feature_shape == {"clip": [3, 4], "t5": [2, 4]}, "text rows keep the layout the hook read"
     a = CapturedSample(typed, "joint_blocks.0.img", [4], values=torch.ones(1, 4))
     with pytest.raises(FeatureFileError, match="mixes sites"):
         collate([a, CapturedSample(typed, "joint_blocks.1.img", [4], values=torch.ones(1, 4))])
-    with pytest.raises(FeatureFileError, match="different numbers of tokens"):
-        collate([a, CapturedSample(typed, "joint_blocks.0.img", [4], values=torch.ones(1, 8))])
+    with pytest.raises(FeatureFileError, match="shapes \\[4\\] and \\[8\\].*different numbers of tokens"):
+        collate([a, CapturedSample(typed, "joint_blocks.0.img", [8], values=torch.ones(1, 8))])
 
 
 def test_every_clone_of_a_capturing_model_fills_the_one_buffer():
@@ -61,7 +65,7 @@ def test_every_clone_of_a_capturing_model_fills_the_one_buffer():
     clone = copy.deepcopy(copy.deepcopy(options))
     hook = clone["transformer_options"]["patches_replace"]["dit"][("double_block", 0)]
     hook({"img": torch.ones(1, 3, 4), "txt": None}, {"original_block": lambda args: dict(args)})
-    assert buf.steps == 1 and torch.equal(buf.take(), torch.ones(1, 4))
+    assert buf.steps == 1 and torch.equal(buf.take()[0], torch.ones(1, 4))
 
 
 def test_an_ssae_edit_lands_on_the_clip_and_t5_rows_of_conditioning_in_another_layout(tmp_path):
@@ -81,7 +85,8 @@ def test_an_ssae_edit_lands_on_the_clip_and_t5_rows_of_conditioning_in_another_l
     chunk = torch.nn.functional.pad(torch.randn(1, 3, 2048, generator=g), (0, WIDE - 2048))
     long = torch.cat([cond[:, :3], chunk, cond[:, 3:5]], 1)
     tokens_d, pooled_d = split_conditioning(model.delta(add=["brunette"], remove=["blond"]), model.feature_shape)
-    edited, new_pooled = edit_conditioning(long, pooled, tokens_d, layout_of_shape(model.feature_shape), pooled_d, 1.0)
+    edited, new_pooled, notes = edit_conditioning(long, pooled, tokens_d, layout_of_shape(model.feature_shape),
+                                                  pooled_d, 1.0)
     want, want_pooled = conditioning(["A brunette girl", *combos[0][1:]], 3, 5, concept_rows)
 
     def close(got, expected, before):  # the edit made, against the edit wanted, within 2% of its size
@@ -89,5 +94,8 @@ def test_an_ssae_edit_lands_on_the_clip_and_t5_rows_of_conditioning_in_another_l
 
     assert close(edited[:, :3], want[:, :3], long[:, :3]) and close(edited[:, 6:], want[:, 3:5], long[:, 6:])
     assert torch.equal(edited[:, 3:6], chunk), "the second CLIP chunk has no edit to take"
+    assert notes == [
+        "the conditioning's CLIP rows 4-6 are left unedited: the SSAE has 3 CLIP rows (3 CLIP + 5 T5 rows)",
+        "the SSAE's T5 rows 3-5 are dropped: the conditioning has 2 T5 rows (6 CLIP + 2 T5 rows)"]
     assert close(new_pooled, want_pooled, pooled)
     assert not edited[:, :6, 2048:].any(), "CLIP rows keep their zero channels"

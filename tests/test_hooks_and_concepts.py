@@ -2,10 +2,11 @@
 import pytest
 import torch
 
+from ssae.capture import CaptureBuffer
 from ssae.concepts import ConceptChoice
 from ssae.errors import ShapeMismatchError, SSAEError, VocabularyError
 from ssae.hooks import BlockHook
-from ssae.steer import CaptureBuffer
+from ssae.steer import StreamEdit
 from ssae.vocab import Vocabulary
 
 
@@ -23,7 +24,7 @@ def call(hook, img, txt, sigma=0.5, cond_or_uncond=(1, 0)):
 
 def test_edit_applies_to_positive_rows_inside_window_only():
     img, txt = torch.zeros(4, 6, 3), torch.zeros(4, 2, 3)
-    hook = BlockHook("img", edit=torch.tensor([1.0, 2.0, 3.0]), strength=2.0, sigma_window=(0.8, 0.2))
+    hook = BlockHook("img", StreamEdit(torch.tensor([1.0, 2.0, 3.0]), 2.0), sigma_window=(0.8, 0.2))
     out = call(hook, img, txt)
     # cond_or_uncond [1, 0]: rows 0-1 negative, rows 2-3 positive
     assert torch.equal(out["img"][2:], torch.tensor([3.0, 5.0, 7.0]).expand(2, 6, 3))
@@ -35,19 +36,18 @@ def test_edit_applies_to_positive_rows_inside_window_only():
 
 def test_strength_zero_is_the_unpatched_block():
     img, txt = torch.randn(2, 5, 3), torch.randn(2, 4, 3)
-    hook = BlockHook("txt", edit=torch.randn(4, 3), strength=0.0, apply_to="both")
+    hook = BlockHook("txt", StreamEdit(torch.randn(4, 3), 0.0), apply_to="both")
     out = call(hook, img, txt)
     assert torch.equal(out["txt"], txt + 1) and torch.equal(out["img"], img + 1)
 
 
 def test_the_edit_is_prepared_once_per_batch_layout(monkeypatch):
     """Steps of one layout (CFG order, batch, tokens, device, dtype) reuse one addend: a step pays one add."""
-    import ssae.hooks
     made = []
-    real = ssae.hooks.stream_addend
-    monkeypatch.setattr(ssae.hooks, "stream_addend", lambda *a: made.append(a[2]) or real(*a))
+    real = StreamEdit.addend
+    monkeypatch.setattr(StreamEdit, "addend", lambda self, shape, *a: made.append(shape) or real(self, shape, *a))
     delta = torch.tensor([1.0, 2.0, 3.0])
-    hook = BlockHook("img", edit=delta, strength=0.5)
+    hook = BlockHook("img", StreamEdit(delta, 0.5))
     img = torch.zeros(2, 4, 3)
     for sigma in (0.9, 0.5, 0.1):  # three steps of one run
         out = call(hook, img, None, sigma=sigma)
@@ -60,8 +60,8 @@ def test_the_edit_is_prepared_once_per_batch_layout(monkeypatch):
 
 
 def test_hooks_chain_onto_a_previous_patch():
-    first = BlockHook("img", edit=torch.ones(3), apply_to="both")
-    second = BlockHook("txt", edit=torch.ones(2, 3), apply_to="both", previous=first)
+    first = BlockHook("img", StreamEdit(torch.ones(3)), apply_to="both")
+    second = BlockHook("txt", StreamEdit(torch.ones(2, 3)), apply_to="both", previous=first)
     out = call(second, torch.zeros(2, 4, 3), torch.zeros(2, 2, 3))
     assert torch.equal(out["img"], torch.full((2, 4, 3), 2.0)), "the earlier patch still runs"
     assert torch.equal(out["txt"], torch.full((2, 2, 3), 2.0))
@@ -71,7 +71,8 @@ def test_capture_records_positive_rows_and_missing_stream_is_a_clear_error():
     buf = CaptureBuffer("mean")
     hook = BlockHook("img", capture=buf)
     call(hook, torch.zeros(2, 4, 3), None, cond_or_uncond=(0, 1))
-    assert buf.take().shape == (1, 3)
+    x, shape = buf.take()
+    assert x.shape == (1, 3) and shape == [3]
     with pytest.raises(ShapeMismatchError, match="pre_only"):
         call(BlockHook("txt", capture=CaptureBuffer()), torch.zeros(2, 4, 3), None)
 

@@ -1,11 +1,17 @@
 """ssae.layout: CLIP and T5 rows of SD3 conditioning, found, recorded in shapes and mapped between layouts."""
-import logging
 
 import pytest
 import torch
 
 from ssae import ShapeMismatchError
-from ssae.layout import TokenLayout, conditioning_features, detect_layout, layout_of_shape, remap_rows
+from ssae.layout import (
+    TokenLayout,
+    conditioning_features,
+    detect_layout,
+    layout_notes,
+    layout_of_shape,
+    remap_rows,
+)
 
 
 def sd3_conditioning(n_clip: int, n_t5: int, width: int = 4096, seed: int = 0) -> torch.Tensor:
@@ -38,19 +44,20 @@ def test_shapes_record_the_layout_and_older_shapes_are_recognised_by_row_count()
     assert layout_of_shape([1366016]) is None
 
 
-def test_rows_move_clip_to_clip_and_t5_to_t5(caplog):
+def test_rows_move_clip_to_clip_and_t5_to_t5():
     x = torch.arange(333.0)[:, None].expand(333, 3)  # row i holds i
     out = remap_rows(x, TokenLayout(77, 256), TokenLayout(77, 77))
     assert out.shape == (154, 3) and torch.equal(out[:, 0], torch.arange(154.0)), "the first 77 T5 rows"
     back = remap_rows(out, TokenLayout(77, 77), TokenLayout(77, 256))
     assert torch.equal(back[:154, 0], torch.arange(154.0)) and not back[154:].any(), "extra T5 rows stay unedited"
-    with caplog.at_level(logging.WARNING):
-        clip_only = remap_rows(x, TokenLayout(77, 256), TokenLayout(77, 0))
-    assert torch.equal(clip_only[:, 0], torch.arange(77.0)) and "dropped" in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.WARNING):
-        remap_rows(clip_only, TokenLayout(77, 0), TokenLayout(77, 77))
-    assert "left unchanged" in caplog.text
+    clip_only = remap_rows(x, TokenLayout(77, 256), TokenLayout(77, 0))
+    assert torch.equal(clip_only[:, 0], torch.arange(77.0))
+    assert layout_notes(TokenLayout(77, 256), TokenLayout(77, 0)) == [
+        "the SSAE's T5 rows are dropped: the conditioning has 0 T5 rows (77 CLIP + 0 T5 rows)"]
+    assert layout_notes(TokenLayout(77, 0), TokenLayout(77, 77)) == [
+        "all 77 of the conditioning's T5 rows are left unedited: the SSAE was trained without T5 rows "
+        "(77 CLIP + 0 T5 rows)"]
+    assert layout_notes(TokenLayout(77, 77), TokenLayout(77, 77)) == [] and layout_notes(None, TokenLayout(9, 0)) == []
     two_chunks = remap_rows(out, TokenLayout(77, 77), TokenLayout(154, 77))
     assert torch.equal(two_chunks[:77, 0], torch.arange(77.0)) and not two_chunks[77:154].any()
     assert torch.equal(two_chunks[154:, 0], torch.arange(77.0, 154.0))

@@ -365,6 +365,6 @@ def test_a_concept_choice_edits_exactly_for_the_prompt_it_is_given(mlp):
     from ssae.concepts import ConceptChoice
     choice = ConceptChoice.parse({"add": {"brunette": 1}, "remove": {"blond": 1}})
     exact = mlp.delta(["brunette"], ["blond"], context=CTX)
-    assert torch.equal(choice.delta(mlp, VOCAB.prompt(CTX)), exact)
-    assert torch.equal(choice.delta(mlp, "blond, market, hat, left"), exact)
-    assert torch.equal(choice.delta(mlp, " "), mlp.delta(["brunette"], ["blond"]))
+    assert torch.equal(choice.delta(mlp, VOCAB.prompt(CTX)).features, exact)
+    assert torch.equal(choice.delta(mlp, "blond, market, hat, left").features, exact)
+    assert torch.equal(choice.delta(mlp, " ").features, mlp.delta(["brunette"], ["blond"]))

@@ -7,9 +7,10 @@ import torch
 from builders import VOCAB, make_features
 
 import ssae
+from ssae.capture import CaptureBuffer
 from ssae.errors import FeatureFileError, VocabularyError
 from ssae.hooks import BlockHook
-from ssae.steer import CaptureBuffer
+from ssae.steer import StreamEdit
 from ssae.train import PRESETS
 
 HALF = [torch.float16, torch.bfloat16]
@@ -39,7 +40,8 @@ def test_half_precision_model_capture_train_and_patch(tmp_path, dtype):
             img = (base[:, None, :] + 0.1 * torch.randn(1, 32, 64, generator=g)).to(dtype)
             run_block(hook, img, sigma=1.0 - step / 3)
             expected += (img * 1.5).float().mean(1)  # the block's output, in its dtype, pooled in float32
-        features = buf.take()
+        features, shape = buf.take()
+        assert shape == [64]
         assert features.dtype == torch.float32
         assert torch.allclose(features, expected / 3, rtol=1e-6, atol=1e-6), \
             "pooled in float32, not rounded to the model's dtype first"
@@ -47,7 +49,7 @@ def test_half_precision_model_capture_train_and_patch(tmp_path, dtype):
     s = ssae.train(ssae.load_features(folder), PRESETS["additive"]).ssae
     delta = s.delta(add=["brunette"], remove=["blond"])
     img = torch.randn(1, 32, 64, generator=g).to(dtype)
-    out = run_block(BlockHook("img", edit=delta, strength=0.75), img)
+    out = run_block(BlockHook("img", StreamEdit(delta, 0.75)), img)
     assert out.dtype == dtype and torch.isfinite(out).all()
     assert torch.equal(out, (img * 1.5) + 0.75 * delta.to(dtype)), "the delta is cached in the stream's dtype"
     assert (out.float() - (img.float() * 1.5 + 0.75 * delta)).abs().max() < 0.05 * delta.abs().max() + 1e-2
@@ -65,7 +67,7 @@ def test_an_fp16_overflow_in_a_capture_is_refused_at_save_naming_the_sample(tmp_
     img[0, 2, 5] = 60000.0  # * 1.5 in the block: inf in fp16
     run_block(hook, img)
     ok = torch.zeros(2, 8)
-    features = torch.cat([ok, buf.take()])
+    features = torch.cat([ok, buf.take()[0]])
     assert torch.isinf(features[2]).any()
     with pytest.raises(FeatureFileError, match="sample 2 has NaN or inf"):
         ssae.append_features(tmp_path / "set", features, VOCAB, [["blond"], ["brunette"], ["blond"]])

@@ -2,18 +2,11 @@
 import pytest
 import torch
 
+from ssae.capture import CaptureBuffer
 from ssae.errors import ShapeMismatchError, SSAEError
-from ssae.steer import (
-    CaptureBuffer,
-    Site,
-    add_to_stream,
-    align_tokens,
-    cfg_rows,
-    check_block_site,
-    edit_conditioning,
-    in_window,
-    parse_site,
-)
+from ssae.hooks import cfg_rows, in_window
+from ssae.sites import Site, check_block_site, parse_site
+from ssae.steer import add_to_stream, align_tokens, edit_conditioning
 
 
 def test_parse_site_forms():
@@ -79,7 +72,8 @@ def test_in_window_is_inclusive_and_descending():
 
 def test_edit_conditioning_touches_tokens_and_pooled_only_as_asked():
     cond, pooled = torch.zeros(1, 6, 4), torch.zeros(1, 2)
-    c2, p2 = edit_conditioning(cond, pooled, torch.ones(3, 4), None, torch.ones(2), 0.5)
+    c2, p2, notes = edit_conditioning(cond, pooled, torch.ones(3, 4), None, torch.ones(2), 0.5)
+    assert notes == [], "an edit of unknown layout aligns on the first rows, which is no partial edit to tell"
     assert torch.equal(c2[0, :3], torch.full((3, 4), 0.5)) and not c2[0, 3:].any()
     assert torch.equal(p2, torch.full((1, 2), 0.5))
     with pytest.raises(ShapeMismatchError):
@@ -94,26 +88,26 @@ def test_capture_owns_what_it_recorded():
     for per_step in (False, True):
         buf = CaptureBuffer(pool="none", per_step=per_step)
         out = torch.ones(1, 3, 2)
-        buf.record(out, None)
+        buf.record(out)
         out += 10
-        assert torch.equal(buf.take(), torch.ones(1, 6)), f"per_step={per_step}"
+        assert torch.equal(buf.take()[0], torch.ones(1, 6)), f"per_step={per_step}"
 
 
 def test_capture_buffer_averages_steps_over_positive_rows():
     buf = CaptureBuffer(pool="mean")
-    rows = torch.tensor([True, False])
-    buf.record(torch.ones(2, 3, 4), rows)
-    buf.record(3 * torch.ones(2, 3, 4), rows)
+    buf.record(torch.ones(1, 3, 4), 0.9)
+    buf.record(3 * torch.ones(1, 3, 4), 0.5)
     assert buf.steps == 2
-    out = buf.take()
-    assert out.shape == (1, 4) and torch.allclose(out, torch.full((1, 4), 2.0))
+    out, shape = buf.take()
+    assert out.shape == (1, 4) and torch.allclose(out, torch.full((1, 4), 2.0)) and shape == [4]
     assert buf.steps == 0, "take() resets the buffer for the next run"
     tok = CaptureBuffer(pool="none", per_step=True)
-    tok.record(torch.arange(6.0).reshape(1, 3, 2), None)
-    tok.record(torch.arange(6.0).reshape(1, 3, 2), None)
-    assert tok.take().shape == (2, 6)
+    tok.record(torch.arange(6.0).reshape(1, 3, 2))
+    tok.record(torch.arange(6.0).reshape(1, 3, 2))
+    x, shape = tok.take()
+    assert x.shape == (2, 6) and shape == [3, 2]
     with pytest.raises(SSAEError, match="window"):
         CaptureBuffer().take()
-    buf.record(torch.ones(2, 3, 4), rows)
-    with pytest.raises(ShapeMismatchError):
-        buf.record(torch.ones(2, 3, 5), rows)
+    buf.record(torch.ones(1, 3, 4))
+    with pytest.raises(ShapeMismatchError, match=r"\[1, 4\] in None then \[1, 5\]"):
+        buf.record(torch.ones(1, 3, 5))

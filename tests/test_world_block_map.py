@@ -4,19 +4,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import torch
 
-from ssae.block_edit import StreamAndVec
-from ssae.capture import ALL_TOKENS, CapturedSample, collate
-from ssae.promptset import LabelledPrompt
-from ssae.steer import CaptureBuffer
 from ssae.world.block_map import capture_sites_graph, heat_map, map_edit_graph, map_sites, success_grid
 from ssae.world.build import COMFY_NAMES
 from ssae.world.evaluate import EditCase
 from ssae.world.measure import fragments, mask_iou, object_mask
 from ssae.world.recipe import SamplingDefaults
 from ssae.world.render import render
-from ssae.world.scene import VOCABULARY, Scene, world_vocabulary
+from ssae.world.scene import VOCABULARY, Scene
 
 
 def test_object_mask_iou_and_fragments():
@@ -61,13 +56,3 @@ def test_heat_map_is_blocks_by_categories_per_stream():
     assert success_grid(report, "img")[1, 2] == 0.25
     img = heat_map(report)
     assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 and img.std() > 10
-
-
-def test_text_stream_capture_with_its_vector_resolves_its_row_count():
-    vocab = world_vocabulary()
-    sample = LabelledPrompt(vocab, "p", tuple(vocab.parse_labels("a circle, red")), None)
-    both = StreamAndVec(CaptureBuffer("none"))
-    both.record(torch.ones(1, 3, 4), None, torch.zeros(1, 4))
-    batch = collate([CapturedSample(sample, "joint_blocks.0.txt_in", {"stream": [ALL_TOKENS, 4], "vec": [4]},
-                                    buffer=both)])
-    assert batch.feature_shape == {"stream": [3, 4], "vec": [4]} and batch.features.shape == (1, 16)

@@ -1,0 +1,1 @@
+"""Stand-in `comfy` package (tests only)."""

@@ -1,0 +1,1 @@
+"""Stand-in `comfy_api` package (tests only)."""
