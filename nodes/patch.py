@@ -94,7 +94,8 @@ class SSAEPatchModel(io.ComfyNode):
                 if with_stream or vec is not None:
                     m = patch_block(m, block, BlockEdit(target.stream, edit if with_stream else None, position, kind,
                                                         vec, strength, sigma_window=window, apply_to=apply_to))
-        text = f"{target}, {mode}, {blocks if kind == 'kv' else 'one block'}: {edit.describe()}"
+        how = {v: k for k, v in MODES.items()}[kind]
+        text = f"{target}, {how}, {blocks if kind == 'kv' else 'one block'}: {edit.describe()}"
         if vec is not None:
             text += f"; modulation vector edited in blocks {places[0][0]}..{depth - 1}"
         return io.NodeOutput(m, ui=show_notes(text, delta.notes))
