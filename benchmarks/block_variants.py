@@ -35,9 +35,10 @@ from utils.extra_config import load_extra_path_config  # noqa: E402
 
 import nodes  # noqa: E402
 from ssae import SSAE  # noqa: E402
-from ssae.block_edit import BlockEdit  # noqa: E402
+from ssae.block_edit import BlockEdit, stream_scale  # noqa: E402
+from ssae.capture import CaptureBuffer  # noqa: E402
 from ssae.concepts import ConceptChoice  # noqa: E402
-from ssae.steer import CaptureBuffer, cfg_rows  # noqa: E402
+from ssae.hooks import cfg_rows  # noqa: E402
 from ssae.store import load_features, save_features  # noqa: E402
 from ssae.train import PRESETS, train, with_overrides  # noqa: E402
 from ssae.world.build import load_world  # noqa: E402
@@ -57,7 +58,6 @@ class World:
         (self.clip,) = nodes.CLIPLoader().load_clip(names["clip_name"], type="sd3")
         (self.vae,) = nodes.VAELoader().load_vae(names["vae_name"])
         self.depth = len(self.model.get_model_object("diffusion_model").joint_blocks)
-        self.hidden = 64 * self.depth
         self.sampling = self.built.recipe.sampling
         self._cond: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -112,10 +112,11 @@ class Recorder:
 
     def __call__(self, args, extra):
         rows = cfg_rows(args["transformer_options"].get("cond_or_uncond"), args["txt"].shape[0], "positive")
-        self.txt_in.record(args["txt"], rows)
-        self.vec.record(args["vec"][:, None], rows)
+        rows = slice(None) if rows is None else rows
+        self.txt_in.record(args["txt"][rows])
+        self.vec.record(args["vec"][rows][:, None])
         out = extra["original_block"](args)
-        self.img_out.record(out["img"], rows)
+        self.img_out.record(out["img"][rows])
         return out
 
 
@@ -139,9 +140,9 @@ def trained_ssaes(w: World, out: Path, seeds: int = 2) -> dict[str, SSAE]:
         w.sample(m, prompts, [seed] * len(prompts))
         print(f"capture seed {seed}: {time.perf_counter() - t:.1f}s", flush=True)
         for i, r in enumerate(recorders):
-            feats[f"txt_in.{i}"].append(r.txt_in.take())
-            feats[f"img_out.{i}"].append(r.img_out.take())
-            vec = r.vec.take()
+            feats[f"txt_in.{i}"].append(r.txt_in.take()[0])
+            feats[f"img_out.{i}"].append(r.img_out.take()[0])
+            vec = r.vec.take()[0]
             if i == 0:
                 feats["vec"].append(vec)
     folder.mkdir(parents=True, exist_ok=True)
@@ -164,53 +165,48 @@ def trained_ssaes(w: World, out: Path, seeds: int = 2) -> dict[str, SSAE]:
 # -- variants -----------------------------------------------------------------------------------------
 
 class RowEdit(BlockEdit):
-    """A BlockEdit with one edit, one reference norm and one sigma window per positive row (each case its own)."""
+    """A BlockEdit with one edit [B, L, C] or [B, C], one reference norm, one `vec` edit and one sigma window per
+    positive row (each case its own), made fresh each step rather than prepared once per batch layout."""
 
-    def __init__(self, edits: torch.Tensor, references: torch.Tensor | None, windows: torch.Tensor, **kw):
-        super().__init__(edit=edits, reference=references, **kw)
-        self.windows = windows
+    def __init__(self, edits: torch.Tensor | None, references: torch.Tensor | None, windows: torch.Tensor,
+                 strength: float, norm: str, vec_edits: torch.Tensor | None, **kw):
+        super().__init__(vec_edit=vec_edits, vec_strength=strength, **kw)
+        self.edits, self.references, self.windows, self.strength, self.norm = edits, references, windows, strength, norm
 
-    def _rows_on(self, n: int, opts) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = cfg_rows(opts.get("cond_or_uncond"), n, self.apply_to)
+    def _rows_on(self, n: int, p) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = cfg_rows(p.chunks, n, self.apply_to)
         idx = torch.arange(n) if rows is None else rows.nonzero().flatten()
-        sigma = float(opts["sigmas"].flatten()[0])
-        return idx, ((self.windows[:, 1] <= sigma) & (sigma <= self.windows[:, 0]))
+        return idx, ((self.windows[:, 1] <= p.sigma) & (p.sigma <= self.windows[:, 0]))
 
-    def vec_addend(self, vec, opts):
-        idx, on = self._rows_on(vec.shape[0], opts)
+    def _vec_addend(self, vec, p):
+        idx, on = self._rows_on(vec.shape[0], p)
         add = torch.zeros_like(vec)
         add[idx] = self.strength * self.vec_edit.to(vec.dtype) * on[:, None].to(vec.dtype)
         return add
 
-    def addend(self, x, opts):
-        rows = cfg_rows(opts.get("cond_or_uncond"), x.shape[0], self.apply_to)
-        idx = torch.arange(x.shape[0]) if rows is None else rows.nonzero().flatten()
-        sigma = float(opts["sigmas"].flatten()[0])
-        on = ((self.windows[:, 1] <= sigma) & (sigma <= self.windows[:, 0])).to(x.dtype)
-        d = self.edit.to(x.dtype)
-        d = d[:, None] if d.ndim == 2 else torch.cat([d, d.new_zeros(d.shape[0], max(x.shape[1] - d.shape[1], 0),
-                                                                          d.shape[2])], 1)[:, :x.shape[1]]
-        d = self.strength * d * on[:, None, None]
+    def _touch(self, streams, p):
+        x = streams[self.stream]
+        if self.edits is None:
+            return streams
+        idx, on = self._rows_on(x.shape[0], p)
+        d = self.edits.to(x.dtype)
+        pooled = d.ndim == 2
+        d = d[:, None] if pooled else torch.cat([d, d.new_zeros(d.shape[0], max(x.shape[1] - d.shape[1], 0),
+                                                                 d.shape[2])], 1)[:, :x.shape[1]]
+        d = self.strength * d * on[:, None, None].to(x.dtype)
         if self.norm == "matched":
-            xs = x[idx].float()
-            if self.edit.ndim == 2:
-                scale = (xs.mean(1).norm(dim=-1) / self.reference.clamp_min(1e-6))[:, None, None]
-            else:
-                n = self.reference.shape[1]
-                scale = torch.ones(xs.shape[:2])
-                scale[:, :n] = xs[:, :n].norm(dim=-1) / self.reference.clamp_min(1e-6)
-                scale = scale[..., None]
-            d = d * scale.to(x.dtype)
+            d = d * torch.cat([stream_scale(x[i:i + 1], self.references[k], pooled)
+                               for k, i in enumerate(idx.tolist())])
         add = torch.zeros_like(x)
         add[idx] = d
-        return add
+        return {**streams, self.stream: x + add}
 
 
 def case_edits(ssae: SSAE, cases, prompts) -> tuple[torch.Tensor, torch.Tensor]:
     """Per case: the edit [L, C] or [C] (made for its prompt) and the norm of its prompt's features per row."""
     deltas, refs = [], []
     for c, p in zip(cases, prompts):
-        delta = ConceptChoice.parse({"add": {c.new: 1.0}, "remove": {c.old: 1.0}}, "edit").delta(ssae, p)
+        delta = ConceptChoice.parse({"add": {c.new: 1.0}, "remove": {c.old: 1.0}}, "edit").delta(ssae, p).features
         deltas.append(ssae.unflatten(delta))
         refs.append(ssae.unflatten(ssae.reconstruct([list(c.combo)])[0]).norm(dim=-1))
     return torch.stack(deltas), torch.stack(refs)
@@ -230,15 +226,14 @@ def run_variant(w: World, ssaes: dict[str, SSAE], v: dict, cases, base: np.ndarr
         m = w.model.clone()
         for e in v["edits"]:
             if e["ssae"] is None:  # the modulation vector alone
-                deltas, refs = torch.zeros(len(cs), w.hidden), torch.ones(len(cs))
+                deltas, refs = None, None
             else:
                 deltas, refs = case_edits(ssaes[e["ssae"]], cs, ps)
             vec = case_edits(ssaes["vec"], cs, ps)[0] if e.get("vec") else None
             key = ("double_block", e["block"])
             previous = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {}).get(key)
-            hook = RowEdit(deltas, refs, windows, stream=e["stream"], strength=v["strength"],
-                           position=e["position"], mode=e.get("mode", "residual"), norm=v.get("norm", "fixed"),
-                           vec_edit=vec, previous=previous)
+            hook = RowEdit(deltas, refs, windows, v["strength"], v.get("norm", "fixed"), vec, stream=e["stream"],
+                           position=e["position"], mode=e.get("mode", "residual"), previous=previous)
             m.set_model_patch_replace(hook, "dit", "double_block", e["block"])
         images.append(w.sample(m, ps, [c.seed for c in cs]))
     images = np.concatenate(images)
