@@ -4,12 +4,12 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ssae import Vocabulary
+from ssae.block_edit import BlockEdit, StreamAndVec, check_site, parse_block_site
 from ssae.capture import CaptureBuffer, CapturedSample
 from ssae.errors import SSAEError
-from ssae.hooks import BlockHook, patch_block
+from ssae.hooks import patch_block
 from ssae.layout import POOLED, conditioning_features
 from ssae.promptset import LabelledPrompt
-from ssae.sites import check_block_site, parse_site
 
 from .common import CATEGORY, FeaturesType, SampleType, mmdit_geometry, node_errors, sigma_window
 
@@ -50,7 +50,10 @@ class SSAECaptureFeatures(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The SD3 / SD3.5 model to record; it is not changed."),
                 io.String.Input("site", default="joint_blocks.7.img",
-                                tooltip="joint_blocks.<i>.img (pooled over image tokens) or joint_blocks.<i>.txt"),
+                                tooltip="joint_blocks.<i>.img (pooled over image tokens) or joint_blocks.<i>.txt "
+                                        "(with the blocks' modulation vector): block i's output; .img_in / "
+                                        ".txt_in: its input (block 0's text input is the context embedder's "
+                                        "output, a linear map of the conditioning)"),
                 io.String.Input("labels", multiline=True, default="",
                                 tooltip="Concepts of this sample, comma-separated, or the prompt itself. "
                                         "Not used when SAMPLE is connected."),
@@ -82,11 +85,12 @@ class SSAECaptureFeatures(io.ComfyNode):
             if sample is None:
                 vocab = Vocabulary.parse(vocabulary)
                 sample = LabelledPrompt(vocab, labels, tuple(vocab.parse_labels(labels)), None)
-            target = parse_site(site.strip())
+            target = parse_block_site(site)
             depth, hidden = mmdit_geometry(model)
-            check_block_site(target, depth, hidden, hidden)
+            check_site(target, depth, hidden, hidden)
             pool = {"auto": "mean" if target.stream == "img" else "none", "mean": "mean", "all": "none"}[tokens]
-            buffer = CaptureBuffer(pool, per_step=steps == "each")
-            m = patch_block(model, target.block, BlockHook(target.stream, capture=buffer,
+            # a text stream with the modulation vector: the pooled prompt reaches the blocks through it
+            buffer = (StreamAndVec if target.stream == "txt" else CaptureBuffer)(pool, per_step=steps == "each")
+            m = patch_block(model, target.block, BlockEdit(target.stream, position=target.position, capture=buffer,
                                                      sigma_window=sigma_window(model, start_percent, end_percent)))
         return io.NodeOutput(m, CapturedSample(sample, str(target), buffer=buffer))

@@ -23,10 +23,10 @@ CKPT = "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors"
 PORTRAIT = ("A blond girl, with blue eyes, sitting at a cafe, wearing a red t-shit, and a hat, holding a coffee, "
             "looking to the left")
 COND_SET, COND_SSAE = "portraits_conditioning", "sd35m_conditioning_portraits"
-BLOCK_SET, BLOCK_SSAE = "portraits_block12_img", "sd35m_block12_img_portraits"
+BLOCK_SET, BLOCK_SSAE = "portraits_block0_txt_in", "sd35m_block0_txt_in_portraits"
 """The loop's names: build_training_set writes COND_SET, train_ssae turns it into COND_SSAE, which the compose
 and edit workflows load; capture_block_features -> BLOCK_SET -> train_ssae_block -> BLOCK_SSAE likewise."""
-WORLD_COND, WORLD_BLOCK = "world_conditioning", "world_joint_blocks_0_txt"
+WORLD_COND, WORLD_BLOCK = "world_conditioning", "world_joint_blocks_0_txt_in"
 """The world loop's feature sets, and the SSAEs trained on them (same names)."""
 SAMPLER = {"seed": 42, "steps": 28, "cfg": 4.5, "sampler_name": "euler", "scheduler": "sgm_uniform", "denoise": 1.0}
 
@@ -69,7 +69,9 @@ PORTRAITS = {
         "swap": ("SSAEConceptVector", {"ssae": ("ssae", 0), "mode": "edit", "concepts": json.dumps(
             {"mode": "edit", "add": {"wearing a black t-shit": 1.0}, "remove": {"wearing a red t-shit": 1.0}})}),
         "patch": ("SSAEPatchModel", {"model": ("ckpt", 0), "concepts": ("swap", 0), "strength": 1.0,
-                                     "start_percent": 0.0, "end_percent": 0.6, "apply_to": "positive", "site": ""}),
+                                     "start_percent": 0.0, "end_percent": 1.0, "apply_to": "positive", "site": "",
+                                     "context": PORTRAIT, "mode": "attention keys/values",
+                                     "blocks": "this site and every later block", "scale": "fixed"}),
         **sd35_tail(("prompt", 0), model=("patch", 0)),
     },
     "build_training_set": {
@@ -90,7 +92,7 @@ PORTRAITS = {
         "ckpt": ("CheckpointLoaderSimple", {"ckpt_name": CKPT}),
         "prompts": ("SSAEPromptSet", {"vocabulary": "", "prompts": 300, "seed": 0, "heldout_pairs": 4, "heldout": ""}),
         "encode": ("CLIPTextEncode", {"text": ("prompts", 0), "clip": ("ckpt", 1)}),
-        "capture": ("SSAECaptureFeatures", {"model": ("ckpt", 0), "site": "joint_blocks.12.img", "labels": "",
+        "capture": ("SSAECaptureFeatures", {"model": ("ckpt", 0), "site": "joint_blocks.0.txt_in", "labels": "",
                                             "vocabulary": "", "start_percent": 0.0, "end_percent": 1.0,
                                             "steps": "mean", "tokens": "auto", "sample": ("prompts", 1)}),
         **{k: v for k, v in sd35_tail(("encode", 0), model=("capture", 0)).items() if k not in ("decode", "save")},
@@ -113,7 +115,7 @@ def from_api(graph: dict) -> dict:
 
 
 def world_workflows() -> dict[str, dict]:
-    """The concept world's loop: every prompt's conditioning and joint block 0's text stream captured (one press
+    """The concept world's loop: every prompt's conditioning and joint block 0's text input captured (one press
     each), both SSAEs trained (one press), then a red object made blue at both sites from one seed."""
     recipe = WorldRecipe()
     world, names = make_world(recipe.heldout_pairs, recipe.world_seed), COMFY_NAMES
@@ -133,7 +135,9 @@ def world_workflows() -> dict[str, dict]:
         "world_edit": from_api(edit_graph(names, {"conditioning": WORLD_COND + ".safetensors",
                                                   "block": WORLD_BLOCK + ".safetensors"},
                                           world.prompt(combo), case, recipe.sampling, "world_edit",
-                                          block_strength=EvaluateSettings.block_strength)),
+                                          block_strength=EvaluateSettings.block_strength,
+                                          block_patch={"mode": EvaluateSettings.block_mode,
+                                                       "blocks": EvaluateSettings.block_blocks})),
     }
 
 

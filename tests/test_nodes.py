@@ -159,7 +159,7 @@ def test_block_capture_node_gives_the_same_features_from_split_and_batched_passe
     batched = capture_block(host, site, (77, 77), "batched")
     split = capture_block(host, site, (77, 77), "split")
     assert split.feature_shape == batched.feature_shape == (
-        {"clip": [77, HIDDEN], "t5": [77, HIDDEN]} if site.endswith("txt") else [HIDDEN])
+        {"clip": [77, HIDDEN], "t5": [77, HIDDEN], "vec": [HIDDEN]} if site.endswith("txt") else [HIDDEN])
     torch.testing.assert_close(split.load(), batched.load(), rtol=1e-5, atol=1e-6)
 
 
@@ -175,7 +175,7 @@ def test_a_long_prompt_is_captured_as_its_own_rows(host):
     or batched repeat-padded to 462 rows; its capture is its own 231 rows with their layout either way."""
     for passes in ("split", "batched"):
         data = capture_block(host, "joint_blocks.0.txt", (154, 77), passes)
-        assert data.feature_shape == {"clip": [154, HIDDEN], "t5": [77, HIDDEN]}, passes
+        assert data.feature_shape == {"clip": [154, HIDDEN], "t5": [77, HIDDEN], "vec": [HIDDEN]}, passes
 
 
 class Spy:
@@ -212,7 +212,8 @@ def test_a_text_stream_patch_lands_on_the_clip_and_t5_rows_of_a_long_prompt(host
     under = Spy()
     base.set_model_patch_replace(under, "dit", "double_block", 0)
     concepts = host.run(n["SSAEConceptVector"], ssae=model, mode="edit", concepts=SWAP).args[0]
-    out = host.run(n["SSAEPatchModel"], model=base, concepts=concepts, strength=1.0, apply_to="both")
+    out = host.run(n["SSAEPatchModel"], model=base, concepts=concepts, strength=1.0, apply_to="both",
+                   mode="residual stream")
     patched = out.args[0]
     over = Spy(patched.model_options["transformer_options"]["patches_replace"]["dit"][("double_block", 0)])
     patched.set_model_patch_replace(over, "dit", "double_block", 0)
@@ -236,7 +237,7 @@ def test_patch_node_says_where_the_edit_lands_and_what_the_context_misses(host, 
     out = host.run(host.nodes["SSAEPatchModel"], model=host.sampling.tiny_model(), concepts=concepts,
                     strength=2.0, context="A blond girl on a boat wearing a hat")
     text = host.ui(out)
-    assert "joint_blocks.1.img: strength 2, added to every token" in text
+    assert "joint_blocks.1.img, residual stream, one block: strength 2, added to every token" in text
     assert "nothing of hat, pose" in text
 
 
@@ -251,3 +252,36 @@ def test_the_layout_wrapper_survives_clones_and_is_added_once(host):
                          sample=labelled(COMBOS[0])).args
     wrappers = ext.get_all_wrappers(ext.WrappersMP.APPLY_MODEL, twice.clone().clone().model_options, True)
     assert len(wrappers) == 1 and not ext.get_all_wrappers(ext.WrappersMP.APPLY_MODEL, base.model_options, True)
+
+
+def test_block_input_capture_and_the_default_patch_carry_the_modulation_vector(host):
+    """Issue 18: a capture at a block's text input records the stream with the modulation vector; SSAE Patch Model's
+    default (the key/value edit carried to every later block, with the vector) patches every block from the site
+    on, is the identity at strength 0, and differs from the residual and the one-block edits."""
+    import ssae
+    from ssae.train import PRESETS
+    data = capture_block(host, "joint_blocks.1.txt_in", (77, 0), "batched", name="txt_in")
+    assert data.site == "joint_blocks.1.txt_in"
+    assert data.feature_shape == {"clip": [77, HIDDEN], "vec": [HIDDEN]}
+    model = ssae.train(data, PRESETS["additive"]).ssae
+    n = host.nodes
+    hat = json.dumps({"add": {"and a baseball cap": 1}, "remove": {"and a hat": 1}})  # both in the 4 captured
+    concepts = host.run(n["SSAEConceptVector"], ssae=model, mode="edit", concepts=hat).args[0]
+    base = host.sampling.tiny_model()
+    positive, negative = encode(COMBOS[0], 77, 0), encode([], 77, 0)
+    plain = sample_with(host, base, positive, negative, steps=2)
+    outs = {}
+    for name, kw in {"default": {}, "zero": {"strength": 0.0}, "residual": {"mode": "residual stream"},
+                     "one": {"blocks": "this site"}}.items():
+        out = host.run(n["SSAEPatchModel"], model=base, concepts=concepts, **{"strength": 3.0, **kw})
+        patched = out.args[0]
+        assert set(patched.model_options["transformer_options"]["patches_replace"]["dit"]) == {
+            ("double_block", 1), ("double_block", 2)}, name  # the vector reaches block 2 in every mode
+        outs[name] = sample_with(host, patched, positive, negative, steps=2)
+    assert "modulation vector edited in blocks 1..2" in host.ui(out)
+    assert torch.equal(outs["zero"], plain)
+    for name in ("default", "residual", "one"):
+        assert not torch.allclose(outs[name], plain, atol=1e-4), name
+    assert not torch.allclose(outs["default"], outs["residual"], atol=1e-4)
+    assert not torch.allclose(outs["default"], outs["one"], atol=1e-4)
+    assert "patches_replace" not in base.model_options.get("transformer_options", {}), "the input model is unchanged"

@@ -9,6 +9,7 @@ import time
 from dataclasses import replace
 
 from ..errors import SSAEError
+from .block_map import MapSettings
 from .evaluate import EvaluateSettings
 
 EVALUATE = EvaluateSettings()
@@ -20,6 +21,8 @@ def cmd_build(a: argparse.Namespace) -> int:
     recipe = PRESETS["quick" if a.quick else "default"]
     if a.depth:
         recipe = replace(recipe, dit=replace(recipe.dit, depth=a.depth))
+    if a.dual_attention is not None:
+        recipe = replace(recipe, dit=replace(recipe.dit, dual_attention_layers=a.dual_attention))
     t = time.perf_counter()
     built = build(a.dir, recipe, progress=not a.no_progress)
     print(f"world {built.hashes['world']} in {a.dir} ({time.perf_counter() - t:.1f}s)")
@@ -44,9 +47,25 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     settings = EvaluateSettings(cases=a.cases, compose_seeds=a.compose_seeds, compose_cases=a.compose_cases,
                                 prompts=a.prompts, block_site=a.block_site, block_seeds=a.block_seeds,
                                 strength=a.strength, block_strength=a.block_strength, block_end=a.block_end,
-                                seed=a.seed)
+                                block_mode=a.block_mode, block_blocks=a.block_blocks, seed=a.seed)
     report = evaluate(ComfyClient(a.url), load_world(a.dir), a.out, settings, progress=not a.no_progress)
     print(json.dumps({k: v for k, v in report.items() if k != "markdown"}) if a.json else report["markdown"])
+    return 0
+
+
+def cmd_block_map(a: argparse.Namespace) -> int:
+    from .block_map import block_map
+    from .build import load_world
+    from .comfy_client import ComfyClient
+    settings = MapSettings(prompts=a.prompts, cases_per_category=a.cases_per_category, strength=a.strength,
+                           seed=a.seed)
+    report = block_map(ComfyClient(a.url), load_world(a.dir), a.out, settings, progress=not a.no_progress)
+    if a.json:
+        print(json.dumps(report))
+    else:
+        for site, r in report["sites"].items():
+            per = ", ".join(f"{k} {v:.2f}" for k, v in r["success_per_category"].items())
+            print(f"{site}: success {r['success']:.3f} ({per}), preservation {r['preservation']:.3f}")
     return 0
 
 
@@ -55,6 +74,14 @@ def _blocks(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of joint blocks >= 1, got {text!r}")
     return int(text)
+
+
+def _block_list(text: str) -> tuple[int, ...]:
+    """argparse type of --dual-attention: comma-separated block indices, or empty for none."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated block indices such as 0,1, got {text!r}")
+    return tuple(int(p) for p in parts)
 
 
 def _server_command(sub, name: str, help: str, fn) -> argparse.ArgumentParser:
@@ -79,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--quick", action="store_true", help="a tiny world for tests (seconds; quality irrelevant)")
     b.add_argument("--depth", type=_blocks, default=None,
                    help="the MMDiT's joint blocks (default 2; hidden width 64 per block, as ComfyUI detects it)")
+    b.add_argument("--dual-attention", type=_block_list, default=None,
+                   help="blocks with SD3.5 Medium's extra image self-attention (MMDiT-X), e.g. 0,1 (default 0; "
+                        "'' for none)")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(fn=cmd_build)
     r = _server_command(sub, "probe", "prompt seen and held-out combinations through a running ComfyUI and "
@@ -100,7 +130,19 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--block-strength", type=float, default=EVALUATE.block_strength, help="the block edit's strength")
     e.add_argument("--block-end", type=float, default=EVALUATE.block_end,
                    help="the block edit acts until this fraction of the schedule")
+    e.add_argument("--block-mode", default=EVALUATE.block_mode, choices=["attention keys/values", "residual stream"],
+                   help="how the block edit acts (SSAE Patch Model's mode)")
+    e.add_argument("--block-blocks", default=EVALUATE.block_blocks,
+                   choices=["this site", "this site and every later block"],
+                   help="which blocks the block edit reaches (SSAE Patch Model's blocks)")
     e.add_argument("--seed", type=int, default=0, help="draws the edit cases and their sampling seeds")
+    m = _server_command(sub, "block-map", "which joint block carries which attribute: an SSAE edit at every block's "
+                                          "text input and image output, per category, read in pixels", cmd_block_map)
+    m.add_argument("--prompts", type=int, default=None,
+                   help="prompts captured (default: every combination of the world)")
+    m.add_argument("--cases-per-category", type=int, default=4, help="edit cases per category")
+    m.add_argument("--strength", type=float, default=MapSettings.strength, help="the edit's strength")
+    m.add_argument("--seed", type=int, default=0, help="the capture's sampling seed and the edit cases")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if a.threads:

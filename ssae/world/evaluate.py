@@ -99,10 +99,11 @@ def _prompted(names: dict[str, str], prompt: str) -> dict:
 
 def edit_graph(names: dict[str, str], files: dict[str, str], prompt: str, case: EditCase, sampling: SamplingDefaults,
                prefix: str, edited_prompt: str | None = None, strength: float = 1.0, block_strength: float = 1.0,
-               identity: bool = False, block_end: float = 1.0) -> dict:
+               identity: bool = False, block_end: float = 1.0, block_patch: dict | None = None) -> dict:
     """One case's images from one seed: `base` (the prompt) and its edits, one per SSAE file of `files` (keys
     conditioning and meandiff_conditioning: SSAE Apply to Conditioning; block and meandiff_block: SSAE Patch
-    Model); with `edited_prompt` the baseline `prompt_edit`; with `identity` the SSAE edits at strength 0 too."""
+    Model, with the inputs `block_patch` adds, e.g. its mode); with `edited_prompt` the baseline `prompt_edit`; with
+    `identity` the SSAE edits at strength 0 too."""
     g = _prompted(names, prompt)
     swap = ({case.new: 1.0}, {case.old: 1.0})
     _sample(g, "base", ["model", 0], ["positive", 0], case.seed, sampling, prefix)
@@ -117,7 +118,8 @@ def edit_graph(names: dict[str, str], files: dict[str, str], prompt: str, case: 
             if at_block:
                 g[f"patch_{key}"] = {"class_type": "SSAEPatchModel", "inputs": {
                     "model": ["model", 0], "concepts": concepts, "strength": s, "start_percent": 0.0,
-                    "end_percent": block_end, "apply_to": "positive", "site": "", "context": prompt}}
+                    "end_percent": block_end, "apply_to": "positive", "site": "", "context": prompt,
+                    **(block_patch or {})}}
                 _sample(g, key, [f"patch_{key}", 0], ["positive", 0], case.seed, sampling, prefix)
             else:
                 g[f"apply_{key}"] = {"class_type": "SSAEApplyConditioning", "inputs": {
@@ -170,15 +172,20 @@ class EvaluateSettings:
     """At most this many (held-out combination, seed) cases (None: every held-out combination at each seed)."""
     prompts: int | None = None
     """Prompts in the captured training sets (None: every combination of the world, held-out pairs in 'test')."""
-    block_site: str = "joint_blocks.0.txt"
+    block_site: str = "joint_blocks.0.txt_in"
+    """Joint block 0's text input (the context embedder's output, a linear map of the conditioning's token rows)
+    with the modulation vector every block reads (the timestep's and the pooled prompt's embedding)."""
     block_seeds: int = 2
     """Sampling runs per prompt captured at the block (each a sample of the block's output)."""
     strength: float = 1.0
-    block_strength: float = 2.0
-    """The block edit's strength: a joint block's text stream reaches the image through the later blocks
-    only, so the same swap needs a stronger push there than at the conditioning."""
+    block_strength: float = 1.0
+    """The block edit's strength (chosen on development cases, docs/WORLD.md)."""
     block_end: float = 1.0
     """The block edit acts from the start of the schedule to this fraction of it."""
+    block_mode: str = "attention keys/values"
+    """SSAE Patch Model's mode for the block edit (its options: attention keys/values, residual stream)."""
+    block_blocks: str = "this site and every later block"
+    """SSAE Patch Model's blocks: this site, or this site and every later block."""
     identity_cases: int = 8
     """Cases whose edits are also made at strength 0, which must give the unedited image exactly."""
     seed: int = 0
@@ -219,7 +226,8 @@ def evaluate(client: ComfyClient, built: BuiltWorld, out: str | Path | None = No
                   "meandiff_block": files[("block", BASELINE)]}
     graphs = [edit_graph(names, edit_files, world.prompt(c.combo), c, sampling, f"{tag}_eval/edit_{i:04d}",
                          world.prompt(c.edited), settings.strength, settings.block_strength,
-                         i < settings.identity_cases, settings.block_end)
+                         i < settings.identity_cases, settings.block_end,
+                         {"mode": settings.block_mode, "blocks": settings.block_blocks})
               for i, c in enumerate(cases)]
     t = time.perf_counter()
     entries = client.run_all(graphs, "edits" if progress else None, timeout=1800)

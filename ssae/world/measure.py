@@ -52,21 +52,41 @@ def _nearest(rgb: np.ndarray, palette: dict[str, tuple[float, float, float]]) ->
     return names[int(dist.argmin())]
 
 
-def read_image(image) -> Reading:
-    """The concepts an image shows, with the area, centroid and template overlaps they were read from."""
-    img = as_float_image(image)
-    h, w, _ = img.shape
-    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
-    bg = np.median(border, axis=0)
-    concepts: dict[str, str | None] = dict.fromkeys(VOCABULARY)
-    concepts["background"] = _nearest(bg, BACKGROUND_RGB)
+def _background(img: np.ndarray) -> np.ndarray:
+    """The median colour of the image border."""
+    return np.median(np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]]), axis=0)
+
+
+def _object(img: np.ndarray, bg: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(the object's colour, its soft coverage [H, W] in [0, 1]), or None where no pixel stands out."""
     dist = np.linalg.norm(img - bg, axis=-1)
     if dist.max() < MIN_CONTRAST:
-        return Reading(concepts)
+        return None
     obj = np.median(img[dist >= 0.6 * dist.max()], axis=0)
     axis = obj - bg
     alpha = np.clip((img - bg) @ axis / (axis @ axis), 0.0, 1.0)  # share of each pixel the object covers
     alpha[alpha < 0.25] = 0.0  # faint haze around an imperfect sample is not object
+    return obj, alpha
+
+
+def object_mask(image) -> np.ndarray:
+    """Bool [H, W]: the pixels the object covers at least half of (all False where there is no object)."""
+    img = as_float_image(image)
+    found = _object(img, _background(img))
+    return np.zeros(img.shape[:2], bool) if found is None else found[1] >= 0.5
+
+
+def read_image(image) -> Reading:
+    """The concepts an image shows, with the area, centroid and template overlaps they were read from."""
+    img = as_float_image(image)
+    h, w, _ = img.shape
+    bg = _background(img)
+    concepts: dict[str, str | None] = dict.fromkeys(VOCABULARY)
+    concepts["background"] = _nearest(bg, BACKGROUND_RGB)
+    found = _object(img, bg)
+    if found is None:
+        return Reading(concepts)
+    obj, alpha = found
     area = float(alpha.sum())
     if area < MIN_AREA * h * w / 64 ** 2:
         return Reading(concepts, area)
@@ -85,3 +105,31 @@ def read_image(image) -> Reading:
 def measure(image) -> dict[str, str | None]:
     """Category -> the concept an image shows (None where no object could be read)."""
     return read_image(image).concepts
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two bool masks (1.0 when both are empty)."""
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def fragments(mask: np.ndarray, min_pixels: int = MIN_AREA) -> int:
+    """Connected pieces (4-neighbour) of a bool mask with at least `min_pixels` pixels: 1 for a whole object,
+    more for an object broken into pieces."""
+    labels = np.zeros(mask.shape, int)
+    pieces = 0
+    for start in zip(*np.nonzero(mask)):
+        if labels[start]:
+            continue
+        pieces_label = labels.max() + 1
+        stack, size = [start], 0
+        labels[start] = pieces_label
+        while stack:
+            y, x = stack.pop()
+            size += 1
+            for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                if 0 <= ny < mask.shape[0] and 0 <= nx < mask.shape[1] and mask[ny, nx] and not labels[ny, nx]:
+                    labels[ny, nx] = pieces_label
+                    stack.append((ny, nx))
+        pieces += size >= min_pixels
+    return pieces

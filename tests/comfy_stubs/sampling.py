@@ -36,6 +36,10 @@ def conditioning(n_clip: int, n_t5: int, seed: int, width: int = WIDE) -> torch.
     return x
 
 
+def _attention(q, k, v, **kwargs):
+    return torch.softmax(q @ k.transpose(1, 2) / math.sqrt(q.shape[-1]), -1) @ v
+
+
 class JointBlock(nn.Module):
     """Attention over the text and image tokens together, then an MLP; modulated by the conditioning vector."""
 
@@ -48,7 +52,8 @@ class JointBlock(nn.Module):
     def forward(self, txt, img, c, transformer_options=None, **kwargs):
         x = torch.cat([txt, img], 1)
         q, k, v = self.qkv(x + self.mod(c)[:, None]).chunk(3, -1)
-        x = x + torch.softmax(q @ k.transpose(1, 2) / math.sqrt(q.shape[-1]), -1) @ v
+        override = (transformer_options or {}).get("optimized_attention_override")  # as ComfyUI's wrap_attn
+        x = x + (_attention(q, k, v) if override is None else override(_attention, q, k, v, heads=1))
         x = x + self.mlp(x)
         return (None if self.pre_only else x[:, :txt.shape[1]]), x[:, txt.shape[1]:]
 

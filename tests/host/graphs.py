@@ -57,7 +57,8 @@ def compose_graph(model: str, prefix: str, concepts: dict, edit: dict | None = N
         g["patched"] = {"class_type": "SSAEPatchModel",
                         "inputs": {"model": ["model", 0], "concepts": ["block_edit", 0], "strength": patch["strength"],
                                    "start_percent": patch.get("start", 0.0), "end_percent": patch.get("end", 1.0),
-                                   "apply_to": patch.get("apply_to", "positive"), "site": patch.get("site", "")}}
+                                   "apply_to": patch.get("apply_to", "positive"), "site": patch.get("site", ""),
+                                   **{k: patch[k] for k in ("mode", "blocks", "scale") if k in patch}}}
         sampler_model = ["patched", 0]
     sampler = {"seed": seed, "steps": steps, "cfg": 2.0, "sampler_name": "euler", "scheduler": "simple",
                "denoise": 1.0, "positive": positive, "negative": ["neg", 0], "latent_image": ["latent", 0]}

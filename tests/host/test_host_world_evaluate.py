@@ -50,3 +50,5 @@ def test_an_edit_changes_its_target_attribute_in_most_cases(report):
     written = json.loads((out / "evaluate.json").read_text())
     assert written["edit_success"] == r["edit_success"] and (out / "evaluate_grid.png").stat().st_size > 0
     assert "| SSAE edit at the conditioning |" in (out / "evaluate.md").read_text()
+    assert (r["settings"]["block_site"], r["settings"]["block_mode"]) == ("joint_blocks.0.txt_in",
+                                                                         "attention keys/values")
