@@ -308,7 +308,7 @@ def _report(built: BuiltWorld, settings: EvaluateSettings, cases: dict, images: 
                                                   for site in SITES}}
     single = scores["single"]
     base_ok = shows([r["base"] for r in read["single"]], [c.combo for c in cases["single"]])
-    identity_images = [imgs for imgs in images["single"] if image_key("conditioning", "default", 0.0) in imgs]
+    identity_images = images["single"][:settings.identity_cases]
     identical = {site: all(np.array_equal(imgs[image_key(site, "default", 0.0)], imgs["base"])
                            for imgs in identity_images) if identity_images else None for site in SITES}
     sweep_cases = [cases["single"][i] for i in swept]

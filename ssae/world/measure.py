@@ -21,8 +21,6 @@ MIN_CONTRAST = 0.25
 has no object."""
 MIN_AREA = 12
 """An object smaller than this many pixels (at 64 x 64) is not read."""
-MASK_COVERAGE = 0.5
-"""A pixel belongs to the object's mask when the object covers at least this share of it."""
 
 
 @dataclass(frozen=True)
@@ -41,8 +39,8 @@ class Reading:
         return {cat: self.concepts[cat] == c for cat, c in zip(self.concepts, combo)}
 
     def mask(self, shape: tuple[int, int]) -> np.ndarray:
-        """[H, W] bool: the object's pixels (covered at least MASK_COVERAGE); empty where no object was read."""
-        return self.coverage >= MASK_COVERAGE if self.coverage is not None else np.zeros(shape, bool)
+        """[H, W] the object's coverage (0 outside it, and everywhere where no object was read)."""
+        return self.coverage if self.coverage is not None else np.zeros(shape)
 
 
 def as_float_image(image) -> np.ndarray:

@@ -31,9 +31,11 @@ def shows(readings: list[Reading], combos: list[Combination]) -> list[bool]:
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two boolean masks (1 when both are empty)."""
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+    """Intersection over union of two object masks given as coverage in [0, 1] (soft: an edge pixel counts by the
+    share of it the object covers, so a straight edge half across a row of pixels does not flip the whole row on
+    a rounding error); 1 when both are empty."""
+    union = np.maximum(a, b).sum()
+    return float(np.minimum(a, b).sum() / union) if union else 1.0
 
 
 def background_error(image_a: np.ndarray, image_b: np.ndarray, a: Reading, b: Reading) -> float:
@@ -58,8 +60,8 @@ def background_error(image_a: np.ndarray, image_b: np.ndarray, a: Reading, b: Re
 
 def pixel_preservation(base_images: list[np.ndarray], edited_images: list[np.ndarray], base: list[Reading],
                        edited: list[Reading], cases: list[EditCase]) -> dict:
-    """mask_iou: the object masks' IoU, unedited vs edited, over the cases that edit no shape, position or size;
-    background_error: `background_error` over the cases that do not edit the background; each with its n."""
+    """mask_iou: the object masks' IoU (`mask_iou`), unedited vs edited, over the cases that edit no shape, position
+    or size; background_error: `background_error` over the cases that do not edit the background; each with its n."""
     ious = [mask_iou(b.mask(bi.shape[:2]), e.mask(ei.shape[:2]))
             for bi, ei, b, e, c in zip(base_images, edited_images, base, edited, cases)
             if not set(c.categories) & set(GEOMETRY)]
