@@ -200,7 +200,7 @@ def test_cli_evaluate_documents_its_options(flag, capsys):
 
 
 def test_paper_world_scenes_round_trip_through_the_grid_reader():
-    combo = ("a triangle pointing up", "magenta", "on grey paper", "in the centre", "tiny")
+    combo = ("a triangle pointing up", "magenta", "on grey paper", "in the centre", "small")
     img = render(random_scene(combo, 5, PAPER), PAPER)
     assert shows([read_image(img, PAPER)], [combo]) == [True]
 

@@ -41,7 +41,7 @@ def test_the_paper_world_varies_phrase_lengths_within_every_category():
     assert len(combos) > PAPER.ssae_prompts, "the SSAE samples a part of the combinations"
 
 
-@pytest.mark.parametrize("combo", [("a circle", "a deep shade of blue", "on grey paper", "top left", "tiny"),
+@pytest.mark.parametrize("combo", [("a circle", "a deep shade of blue", "on grey paper", "top left", "small"),
                                    ("a plus shaped cross", "red", "on a plain white background", "in the centre",
                                     "very large")])
 def test_phrase_rows_are_the_prompts_token_rows(combo):
@@ -103,7 +103,7 @@ def test_measure_reads_back_every_combination(spec):
 def test_sizes_are_drawn_and_read():
     small, large = (("a square", "red", "on black", "in the centre", size) for size in PAPER.sizes)
     a, b = (read_image(render(random_scene(c, 0, PAPER), PAPER), PAPER) for c in (small, large))
-    assert a.area < b.area / 2 and a.concepts["size"] == small[-1] and b.concepts["size"] == large[-1]
+    assert a.area < 0.7 * b.area and a.concepts["size"] == small[-1] and b.concepts["size"] == large[-1]
 
 
 def test_measure_accepts_floats_tensors_and_comfy_batches():

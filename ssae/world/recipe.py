@@ -84,7 +84,7 @@ QUICK = WorldRecipe(images=64, max_combinations=8,
                     autoencoder=AutoencoderRecipe(decoder=StackShape(8, (1, 0, 0, 0), False), steps=3, batch=4),
                     dit=DiTRecipe(depth=2, steps=3, batch=4), sampling=SamplingDefaults(steps=4, cfg=2.0))
 """A tiny world for tests: loadable files of the real layout in a few seconds, quality irrelevant."""
-PAPER_RECIPE = WorldRecipe(world="paper", images=16384, dit=DiTRecipe(steps=5000))
+PAPER_RECIPE = WorldRecipe(world="paper", images=16384, dit=DiTRecipe(steps=6000))
 """The paper world's build: more scenes and steps than the first world's, for 720 combinations the generator
 learns every one of."""
 PRESETS = {"default": WorldRecipe(), "quick": QUICK, "paper": PAPER_RECIPE}

@@ -95,9 +95,10 @@ PAPER = WorldSpec(
              "yellow": (0.95, 0.85, 0.10), "magenta": (0.85, 0.15, 0.80), "vivid cyan": (0.10, 0.80, 0.85)},
     backgrounds={"on black": (0.05, 0.05, 0.05), "on a plain white background": (0.95, 0.95, 0.95),
                  "on grey paper": (0.50, 0.50, 0.50)},
-    positions={"top left": (17.0, 17.0), "in the top right corner": (47.0, 17.0), "bottom left": (17.0, 47.0),
-               "near the bottom right edge": (47.0, 47.0), "in the centre": (32.0, 32.0)},
-    sizes={"tiny": 7.5, "very large": 12.5},
+    positions={"top left": (19.0, 19.0), "in the top right corner": (45.0, 19.0), "bottom left": (19.0, 45.0),
+               "near the bottom right edge": (45.0, 45.0), "in the centre": (32.0, 32.0)},
+    sizes={"small": 10.0, "very large": 13.5},
+    jitter={"offset": 2.0, "radius": 0.5, "colour": 0.04},
     generator_sees_heldout=True,
     ssae_prompts=600,
 )
