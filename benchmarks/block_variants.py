@@ -7,7 +7,7 @@ Run by ComfyUI's interpreter from its checkout (it imports ComfyUI), one torch t
 
 It captures every joint block's text-stream input and image-stream output over the world's prompt set (two
 sampling seeds, as `evaluate` does), trains the `default` SSAE on each site (cached in OUT/ssae), then for
-each variant samples the edit cases (`ssae.world.evaluate.edit_cases`, seed --case-seed) in batches, from the
+each variant samples the edit cases (`ssae.world.cases.edit_cases`, seed --case-seed) in batches, from the
 same seeds as their unedited images, and scores them as `evaluate` does, adding the object-mask IoU where
 neither shape nor position is swapped and the share of objects broken into pieces. A variant (JSON object):
   {"name": "...", "edits": [{"block": 0, "stream": "txt", "position": "input", "mode": "kv", "ssae": "txt_in.0"}],
@@ -42,9 +42,10 @@ from ssae.hooks import cfg_rows  # noqa: E402
 from ssae.store import load_features, save_features  # noqa: E402
 from ssae.train import PRESETS, train, with_overrides  # noqa: E402
 from ssae.world.build import load_world  # noqa: E402
-from ssae.world.evaluate import edit_cases, edit_scores  # noqa: E402
-from ssae.world.measure import fragments, mask_iou, object_mask, read_image  # noqa: E402
-from ssae.world.scene import VOCABULARY  # noqa: E402
+from ssae.world.cases import edit_cases  # noqa: E402
+from ssae.world.measure import fragments, object_mask, read_image  # noqa: E402
+from ssae.world.scene import CONCEPT  # noqa: E402
+from ssae.world.scores import edit_scores, mask_iou  # noqa: E402
 
 
 class World:
@@ -206,7 +207,8 @@ def case_edits(ssae: SSAE, cases, prompts) -> tuple[torch.Tensor, torch.Tensor]:
     """Per case: the edit [L, C] or [C] (made for its prompt) and the norm of its prompt's features per row."""
     deltas, refs = [], []
     for c, p in zip(cases, prompts):
-        delta = ConceptChoice.parse({"add": {c.new: 1.0}, "remove": {c.old: 1.0}}, "edit").delta(ssae, p).features
+        choice = ConceptChoice.parse({"add": dict.fromkeys(c.new, 1.0), "remove": dict.fromkeys(c.old, 1.0)}, "edit")
+        delta = choice.delta(ssae, p).features
         deltas.append(ssae.unflatten(delta))
         refs.append(ssae.unflatten(ssae.reconstruct([list(c.combo)])[0]).norm(dim=-1))
     return torch.stack(deltas), torch.stack(refs)
@@ -243,9 +245,9 @@ def run_variant(w: World, ssaes: dict[str, SSAE], v: dict, cases, base: np.ndarr
 def score(base: np.ndarray, images: np.ndarray, cases) -> dict:
     rb, re = [read_image(i) for i in base], [read_image(i) for i in images]
     s = edit_scores(rb, re, cases)
-    kept = {k: float(np.mean([all(e.concepts[j] == b.concepts[j] for j in VOCABULARY if j != c.category)
+    kept = {k: float(np.mean([all(e.concepts[j] == b.concepts[j] for j in CONCEPT.categories if j != c.category)
                               for b, e, c in zip(rb, re, cases) if c.category == k]))
-            for k in VOCABULARY if any(c.category == k for c in cases)}
+            for k in CONCEPT.categories if any(c.category == k for c in cases)}
     appearance = [i for i, c in enumerate(cases) if c.category not in ("shape", "position")]
     masks_b, masks_e = [object_mask(i) for i in base], [object_mask(i) for i in images]
     s["preservation_per_category"] = kept
@@ -270,7 +272,8 @@ def main() -> int:
     w = World(a.world)
     w.cache_conds(out / "conds.safetensors")
     ssaes = trained_ssaes(w, out, a.capture_seeds)
-    cases = edit_cases(w.built.world.train_combinations, a.cases, a.case_seed)
+    train = w.built.world.train_combinations
+    cases = edit_cases(train, train, CONCEPT.categories, a.cases, 1, a.case_seed)
     world = w.built.world
     t = time.perf_counter()
     base = np.concatenate([w.sample(w.model, [world.prompt(c.combo) for c in cases[lo:lo + a.batch]],

@@ -8,10 +8,11 @@ import numpy as np
 from ssae.world.block_map import capture_sites_graph, heat_map, map_edit_graph, map_sites, success_grid
 from ssae.world.build import COMFY_NAMES
 from ssae.world.evaluate import EditCase
-from ssae.world.measure import fragments, mask_iou, object_mask
+from ssae.world.measure import fragments, object_mask
 from ssae.world.recipe import SamplingDefaults
 from ssae.world.render import render
-from ssae.world.scene import VOCABULARY, Scene
+from ssae.world.scene import CONCEPT, Scene
+from ssae.world.scores import mask_iou
 
 
 def test_object_mask_iou_and_fragments():
@@ -37,7 +38,8 @@ def test_capture_graph_chains_one_capture_per_site_on_one_sampler():
     assert g["sample"]["inputs"]["model"] == ["capture_3", 0] and g["capture_0"]["inputs"]["model"] == ["model", 0]
     assert [g[f"capture_{k}"]["inputs"]["site"] for k in range(4)] == sites
     assert {g[f"store_{k}"]["inputs"]["name"] for k in range(4)} == {f"set_{k}" for k in range(4)}
-    case = EditCase(("a circle", "red", "on grey", "top left"), 7, "shape", "a cross")
+    combo = ("a circle", "red", "on grey", "top left")
+    case = EditCase(combo, ("a cross", *combo[1:]), 7, ("shape",))
     e = map_edit_graph(COMFY_NAMES, {s: f"{s}.safetensors" for s in sites}, "p", case, SamplingDefaults(), "x", 1.0)
     assert sorted(k for k in e if k.startswith("save_")) == ["save_base"] + [f"save_site_{k}" for k in range(4)]
     assert [e[f"patch_site_{k}"]["inputs"]["site"] for k in range(4)] == sites
@@ -47,7 +49,7 @@ def test_capture_graph_chains_one_capture_per_site_on_one_sampler():
 
 
 def test_heat_map_is_blocks_by_categories_per_stream():
-    cats = list(VOCABULARY)
+    cats = list(CONCEPT.categories)
     report = {"depth": 2, "streams": ["txt_in", "img"], "categories": cats, "cases": 8, "sites": {
         "joint_blocks.0.txt_in": {"success_per_category": dict(zip(cats, [1.0, 0.5, 0.0, 1.0]))},
         "joint_blocks.1.img": {"success_per_category": dict(zip(cats, [0.0, 0.0, 0.25, 0.0]))}}}

@@ -14,7 +14,8 @@ from ssae.world.__main__ import main
 from ssae.world.build import FILES, WorldError, build, load_world
 from ssae.world.dit import DiTRecipe, comfy_state_dict, make_transformer, train_dit
 from ssae.world.pipeline import LocalWorld, load_transformer
-from ssae.world.recipe import QUICK, WorldRecipe
+from ssae.world.recipe import QUICK, WorldRecipe, recipe_for
+from ssae.world.scene import PAPER
 
 for module in ("diffusers", "transformers", "instant_clip_tokenizer"):  # the world's models are imported lazily
     pytest.importorskip(module, reason="building the world needs its extra: pip install -e '.[world]'")
@@ -145,3 +146,37 @@ def test_cli_build_depth_rebuilds_only_the_mmdit(quick, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["build", str(root), "--depth", "0"])
     assert "joint blocks >= 1" in capsys.readouterr().err
+
+
+def test_the_first_worlds_hashes_are_unchanged():
+    """Its cache (the host tests' world) stays valid: the second world's choices did not enter its hashes."""
+    assert WorldRecipe().hashes() == {"text": "3f1f4e2039d31f71", "autoencoder": "e78faf1ef05760b6",
+                                      "dit": "d7c6d2321544f377", "world": "09462179a2195194"}
+    assert QUICK.hashes()["world"] == "5fb803ad79134033"
+
+
+def test_the_paper_world_caches_apart_and_shares_the_text_encoder():
+    first, paper = WorldRecipe().hashes(), recipe_for("paper").hashes()
+    assert paper["text"] == first["text"]
+    assert paper["autoencoder"] != first["autoencoder"] and paper["dit"] != first["dit"]
+    assert recipe_for("paper", quick=True).hashes()["world"] not in (paper["world"], QUICK.hashes()["world"])
+    with pytest.raises(ValueError, match="unknown world"):
+        recipe_for("mars")
+
+
+def test_cli_build_paper_world(quick, tmp_path, capsys):
+    """--world paper builds the second world beside the first; the text encoder file of the same seed is reused."""
+    root = tmp_path / "paper"
+    (root / "models" / "text_encoders").mkdir(parents=True)
+    shutil.copy(quick.path("text_encoder"), root / "models" / FILES["text_encoder"])
+    stamp = (root / "models" / FILES["text_encoder"]).stat().st_mtime_ns
+    assert main(["--threads", "1", "build", str(root), "--world", "paper", "--quick", "--no-progress"]) == 0
+    assert (root / "models" / FILES["text_encoder"]).stat().st_mtime_ns == stamp
+    loaded = load_world(root)
+    assert loaded.recipe.world == "paper" and loaded.world.spec is PAPER and loaded.recipe == recipe_for("paper", True)
+    doc = json.loads((root / "world.json").read_text())
+    assert doc["world"] == "paper" and len(doc["train"]) + len(doc["test"]) == 720
+    assert set(map(tuple, doc["heldout_pairs"])) == set(loaded.world.heldout_pairs)
+    with pytest.raises(SystemExit):
+        main(["build", str(root), "--world", "mars"])
+    assert "invalid choice" in capsys.readouterr().err

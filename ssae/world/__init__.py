@@ -11,8 +11,8 @@ from .comfy_client import ComfyClient, ComfyError
 from .measure import Reading, measure, read_image
 from .recipe import PRESETS, QUICK, WorldRecipe
 from .render import render
-from .scene import VOCABULARY, Scene, World, make_world, random_scene, world_vocabulary
+from .scene import CONCEPT, PAPER, WORLDS, Scene, World, WorldSpec, make_world, random_scene, world_vocabulary
 
 __all__ = ["BuiltWorld", "WorldError", "build", "load_world", "ComfyClient", "ComfyError", "Reading", "measure",
-           "read_image", "PRESETS", "QUICK", "WorldRecipe", "render", "VOCABULARY", "Scene", "World", "make_world",
-           "random_scene", "world_vocabulary"]
+           "read_image", "PRESETS", "QUICK", "WorldRecipe", "render", "CONCEPT", "PAPER", "WORLDS", "Scene", "World",
+           "WorldSpec", "make_world", "random_scene", "world_vocabulary"]

@@ -11,14 +11,15 @@ from dataclasses import replace
 from ..errors import SSAEError
 from .block_map import MapSettings
 from .evaluate import EvaluateSettings
+from .scene import WORLDS
 
 EVALUATE = EvaluateSettings()
 
 
 def cmd_build(a: argparse.Namespace) -> int:
     from .build import build
-    from .recipe import PRESETS
-    recipe = PRESETS["quick" if a.quick else "default"]
+    from .recipe import recipe_for
+    recipe = recipe_for(a.world, a.quick)
     if a.depth:
         recipe = replace(recipe, dit=replace(recipe.dit, depth=a.depth))
     if a.dual_attention is not None:
@@ -44,10 +45,12 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from .build import load_world
     from .comfy_client import ComfyClient
     from .evaluate import evaluate
-    settings = EvaluateSettings(cases=a.cases, compose_seeds=a.compose_seeds, compose_cases=a.compose_cases,
-                                prompts=a.prompts, block_site=a.block_site, block_seeds=a.block_seeds,
-                                strength=a.strength, block_strength=a.block_strength, block_end=a.block_end,
-                                block_mode=a.block_mode, block_blocks=a.block_blocks, seed=a.seed)
+    settings = EvaluateSettings(cases=a.cases, double_cases=a.double_cases, heldout_cases=a.heldout_cases,
+                                sweep_cases=a.sweep_cases, compose_seeds=a.compose_seeds,
+                                compose_cases=a.compose_cases, prompts=a.prompts, block_site=a.block_site,
+                                block_seeds=a.block_seeds, strength=a.strength, block_strength=a.block_strength,
+                                block_end=a.block_end, block_mode=a.block_mode, block_blocks=a.block_blocks,
+                                seed=a.seed)  # checked before the world is read
     report = evaluate(ComfyClient(a.url), load_world(a.dir), a.out, settings, progress=not a.no_progress)
     print(json.dumps({k: v for k, v in report.items() if k != "markdown"}) if a.json else report["markdown"])
     return 0
@@ -69,11 +72,13 @@ def cmd_block_map(a: argparse.Namespace) -> int:
     return 0
 
 
-def _blocks(text: str) -> int:
-    """argparse type of --depth: a whole number of joint blocks, at least one."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of joint blocks >= 1, got {text!r}")
-    return int(text)
+def _at_least(low: int, what: str):
+    """argparse type: a whole number of `what`, at least `low`."""
+    def parse(text: str) -> int:
+        if not text.isdigit() or int(text) < low:
+            raise argparse.ArgumentTypeError(f"expected a whole number of {what} >= {low}, got {text!r}")
+        return int(text)
+    return parse
 
 
 def _block_list(text: str) -> tuple[int, ...]:
@@ -103,8 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build the world's models into DIR/models (cached by recipe hash)")
     b.add_argument("dir")
+    b.add_argument("--world", choices=sorted(WORLDS), default="concept",
+                   help="concept: the first world (4 categories, phrases of one length); paper: the paper's regime "
+                        "(5 categories, phrases of different lengths, the SSAE on a sparse prompt set)")
     b.add_argument("--quick", action="store_true", help="a tiny world for tests (seconds; quality irrelevant)")
-    b.add_argument("--depth", type=_blocks, default=None,
+    b.add_argument("--depth", type=_at_least(1, "joint blocks"), default=None,
                    help="the MMDiT's joint blocks (default 2; hidden width 64 per block, as ComfyUI detects it)")
     b.add_argument("--dual-attention", type=_block_list, default=None,
                    help="blocks with SD3.5 Medium's extra image self-attention (MMDiT-X), e.g. 0,1 (default 0; "
@@ -117,14 +125,23 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--seed", type=int, default=0)
     e = _server_command(sub, "evaluate", "the paper's loop through a running ComfyUI (capture, train, edit, "
                                          "compose) and its images read in pixels", cmd_evaluate)
-    e.add_argument("--cases", type=int, default=EVALUATE.cases, help="(prompt, seed, swap) edit cases")
-    e.add_argument("--compose-seeds", type=int, default=EVALUATE.compose_seeds,
+    e.add_argument("--cases", type=_at_least(1, "cases"), default=EVALUATE.cases,
+                   help="(prompt, seed, swap) single edit cases")
+    e.add_argument("--double-cases", type=_at_least(0, "cases"), default=EVALUATE.double_cases,
+                   help="edit cases swapping two categories at once")
+    e.add_argument("--heldout-cases", type=_at_least(0, "cases"), default=EVALUATE.heldout_cases,
+                   help="edit cases whose result holds a held-out pair")
+    e.add_argument("--sweep-cases", type=_at_least(0, "cases"), default=EVALUATE.sweep_cases,
+                   help="colour edits also made at every strength from 0 to 1.5")
+    e.add_argument("--compose-seeds", type=_at_least(1, "seeds"), default=EVALUATE.compose_seeds,
                    help="seeds per held-out combination composed")
-    e.add_argument("--compose-cases", type=int, default=None, help="at most this many held-out compose cases")
-    e.add_argument("--prompts", type=int, default=None,
-                   help="prompts in the captured training sets (default: every combination of the world)")
+    e.add_argument("--compose-cases", type=_at_least(1, "cases"), default=None,
+                   help="at most this many held-out compose cases (default: every one)")
+    e.add_argument("--prompts", type=_at_least(1, "prompts"), default=None,
+                   help="prompts in the captured training sets (default: the world's own; every combination of "
+                        "the first world, 600 of the paper world's)")
     e.add_argument("--block-site", default=EVALUATE.block_site, help="the joint block stream to capture and patch")
-    e.add_argument("--block-seeds", type=int, default=EVALUATE.block_seeds,
+    e.add_argument("--block-seeds", type=_at_least(1, "seeds"), default=EVALUATE.block_seeds,
                    help="sampling runs per prompt captured at the block")
     e.add_argument("--strength", type=float, default=EVALUATE.strength, help="the conditioning edit's strength")
     e.add_argument("--block-strength", type=float, default=EVALUATE.block_strength, help="the block edit's strength")
@@ -135,12 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--block-blocks", default=EVALUATE.block_blocks,
                    choices=["this site", "this site and every later block"],
                    help="which blocks the block edit reaches (SSAE Patch Model's blocks)")
-    e.add_argument("--seed", type=int, default=0, help="draws the edit cases and their sampling seeds")
+    e.add_argument("--seed", type=_at_least(0, "seeds"), default=0,
+                   help="draws the edit cases and their sampling seeds")
     m = _server_command(sub, "block-map", "which joint block carries which attribute: an SSAE edit at every block's "
                                           "text input and image output, per category, read in pixels", cmd_block_map)
-    m.add_argument("--prompts", type=int, default=None,
+    m.add_argument("--prompts", type=_at_least(1, "prompts"), default=None,
                    help="prompts captured (default: every combination of the world)")
-    m.add_argument("--cases-per-category", type=int, default=4, help="edit cases per category")
+    m.add_argument("--cases-per-category", type=_at_least(1, "cases"), default=4, help="edit cases per category")
     m.add_argument("--strength", type=float, default=MapSettings.strength, help="the edit's strength")
     m.add_argument("--seed", type=int, default=0, help="the capture's sampling seed and the edit cases")
     a = p.parse_args(argv)

@@ -18,12 +18,14 @@ import numpy as np
 
 from ..safefile import atomic_write_text
 from .build import BuiltWorld
+from .cases import EditCase, edit_cases
 from .comfy_client import ComfyClient
-from .evaluate import EditCase, _concepts, _images, _prompted, _sample, edit_cases, edit_scores
+from .evaluate import _concepts, _prompted, _sample, graph_images, training_prompts
 from .figures import save_png
 from .graphs import canvas, ksampler, loaders, prompt_set_nodes, train_graph
+from .heldout import ssae_training_combinations
 from .measure import read_image
-from .scene import VOCABULARY
+from .scores import edit_scores
 
 STREAMS = ("txt_in", "img")
 """Per block: its text input (what its joint attention reads) and its image output."""
@@ -32,7 +34,7 @@ STREAMS = ("txt_in", "img")
 @dataclass(frozen=True)
 class MapSettings:
     prompts: int | None = None
-    """Prompts captured (None: every combination of the world, the held-out pairs in 'test')."""
+    """Prompts captured (None: the world's own number, as `evaluate`; the held-out pairs in 'test')."""
     cases_per_category: int = 4
     strength: float = 1.0
     """The edit's strength (SSAE Patch Model's, with its default mode and blocks)."""
@@ -68,7 +70,7 @@ def map_edit_graph(names: dict[str, str], files: dict[str, str], prompt: str, ca
     g = _prompted(names, prompt)
     _sample(g, "base", ["model", 0], ["positive", 0], case.seed, sampling, prefix)
     for k, (site, file) in enumerate(files.items()):
-        concepts = _concepts(g, f"site_{k}", file, "edit", {case.new: 1.0}, {case.old: 1.0})
+        concepts = _concepts(g, f"site_{k}", file, "edit", dict.fromkeys(case.new, 1.0), dict.fromkeys(case.old, 1.0))
         g[f"patch_site_{k}"] = {"class_type": "SSAEPatchModel", "inputs": {
             "model": ["model", 0], "concepts": concepts, "strength": strength, "start_percent": 0.0,
             "end_percent": 1.0, "apply_to": "positive", "site": site, "context": prompt}}
@@ -86,28 +88,32 @@ def block_map(client: ComfyClient, built: BuiltWorld, out: str | Path | None = N
     depth = built.recipe.dit.depth
     sites = map_sites(depth)
     sets = {site: f"{tag}_{site.replace('.', '_')}" for site in sites}
+    n_prompts = training_prompts(built, settings.prompts)
     t0 = time.perf_counter()
-    client.run(capture_sites_graph(names, json.dumps(world.vocabulary.categories), settings.prompts or
-                                   len(world.combinations), "; ".join(" + ".join(p) for p in world.heldout_pairs),
-                                   sets, settings.seed, sampling), 3600)
+    client.run(capture_sites_graph(names, json.dumps(world.vocabulary.categories), n_prompts,
+                                   "; ".join(" + ".join(p) for p in world.heldout_pairs), sets, settings.seed,
+                                   sampling), 3600)
     files = {}
     for site, name in sets.items():
         client.run(train_graph(name, "default", name), 3600)
         files[site] = name + ".safetensors"
     capture_seconds = time.perf_counter() - t0
-    cases = edit_cases(world.train_combinations, settings.cases_per_category * len(VOCABULARY), settings.seed)
+    categories = world.vocabulary.categories
+    seen = ssae_training_combinations(world.vocabulary, world.heldout_pairs, n_prompts)
+    cases = edit_cases(seen, world.train_combinations, categories, settings.cases_per_category * len(categories),
+                       1, settings.seed)
     t = time.perf_counter()
-    entries = client.run_all([map_edit_graph(names, files, world.prompt(c.combo), c, sampling,
-                                             f"{tag}/edit_{i:04d}", settings.strength) for i, c in enumerate(cases)],
-                             "block map" if progress else None, timeout=1800)
-    keys = ["base"] + [f"site_{k}" for k in range(len(sites))]
-    images = _images(client, entries, keys)
-    readings = {k: [read_image(img) for img in v] for k, v in images.items()}
+    graphs = [map_edit_graph(names, files, world.prompt(c.combo), c, sampling, f"{tag}/edit_{i:04d}",
+                             settings.strength) for i, c in enumerate(cases)]
+    entries = client.run_all(graphs, "block map" if progress else None, timeout=1800)
+    images = graph_images(client, graphs, entries, [f"edit_{i:04d}" for i in range(len(cases))])
+    readings = {k: [read_image(case[k], world.spec) for case in images] for k in ["base"] + [f"site_{k}" for k in
+                                                                                          range(len(sites))]}
     scores = {site: edit_scores(readings["base"], readings[f"site_{k}"], cases) for k, site in enumerate(sites)}
     report = {
         "sites": {site: {"success": s["success"], "preservation": s["preservation"],
                          "success_per_category": s["success_per_category"]} for site, s in scores.items()},
-        "depth": depth, "streams": list(STREAMS), "categories": list(VOCABULARY), "cases": len(cases),
+        "depth": depth, "streams": list(STREAMS), "categories": list(categories), "cases": len(cases),
         "settings": asdict(settings), "world": built.hashes["world"],
         "seconds": {"capture_and_train": capture_seconds, "edits": time.perf_counter() - t,
                     "total": time.perf_counter() - t0},

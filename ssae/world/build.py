@@ -80,8 +80,9 @@ class BuiltWorld:
 
 
 def training_combinations(world: World, recipe: WorldRecipe):
-    """The training combinations a build uses: all of them, or `max_combinations` chosen with the world seed."""
-    combos = world.train_combinations
+    """The combinations the diffusion model trains on (`World.generator_combinations`): all of them, or
+    `max_combinations` chosen with the world seed."""
+    combos = world.generator_combinations
     if recipe.max_combinations and recipe.max_combinations < len(combos):
         combos = sorted(random.Random(recipe.world_seed).sample(combos, recipe.max_combinations))
     return combos
@@ -92,7 +93,8 @@ def training_images(world: World, recipe: WorldRecipe) -> tuple[np.ndarray, list
     combos = training_combinations(world, recipe)
     labels = [i % len(combos) for i in range(recipe.images)]
     base = 1_000_003 * recipe.world_seed
-    return np.stack([render(random_scene(combos[j], base + i)) for i, j in enumerate(labels)]), labels
+    spec = world.spec
+    return np.stack([render(random_scene(combos[j], base + i, spec), spec) for i, j in enumerate(labels)]), labels
 
 
 def _file_hash(path: Path) -> str | None:
@@ -151,7 +153,7 @@ def build(root: str | Path, recipe: WorldRecipe = WorldRecipe(), progress: bool 
     """Build (or reuse) every part of the world under `root`; returns what was built."""
     root = Path(root)
     hashes = recipe.hashes()
-    world = make_world(recipe.heldout_pairs, recipe.world_seed)
+    world = make_world(recipe.heldout_pairs, recipe.world_seed, recipe.spec)
     paths = {k: root / "models" / v for k, v in FILES.items()}
     seconds: dict[str, float] = {}
 
@@ -232,5 +234,5 @@ def load_world(root: str | Path) -> BuiltWorld:
         raise WorldError(f"{root} lacks {missing}: run `python -m ssae.world build {root}` again")
     recipe = WorldRecipe.from_dict(doc["recipe"])
     stats = doc["autoencoder"]
-    return BuiltWorld(root, make_world(recipe.heldout_pairs, recipe.world_seed), recipe, doc["hashes"],
+    return BuiltWorld(root, make_world(recipe.heldout_pairs, recipe.world_seed, recipe.spec), recipe, doc["hashes"],
                       tuple(stats["thumbnail_mean"]), tuple(stats["thumbnail_std"]))

@@ -2,9 +2,10 @@
 
 Background: the median colour of the image border, nearest background palette entry. Object: how far each
 pixel lies from the background towards the object's colour (the median of the pixels farthest from the
-background), as a soft coverage in [0, 1]; its colour is the nearest object palette entry, its position the quadrant
-of its centroid, and its shape the template (centred on the centroid, scaled to the same area) that
-overlaps it most (soft intersection over union).
+background), as a soft coverage in [0, 1]; its colour is the nearest object palette entry, its position the
+nearest nominal centre (for the first world: the quadrant of its centroid), its shape the template (centred on the
+centroid, scaled to the same area) that overlaps it most (soft intersection over union), and its size the
+nominal radius nearest to the one its area gives for that shape.
 """
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .render import SHAPE_AREA, coverage
-from .scene import BACKGROUND_RGB, OBJECT_RGB, VOCABULARY
+from .render import OUTLINE_AREA, coverage
+from .scene import CONCEPT, WorldSpec
 
 MIN_CONTRAST = 0.25
 """An image whose pixels all lie closer than this to the background colour (RGB distance in [0, 1] units)
@@ -30,10 +31,16 @@ class Reading:
     area: float = 0.0
     centroid: tuple[float, float] = (0.0, 0.0)
     shape_iou: dict[str, float] = field(default_factory=dict)
+    coverage: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """[H, W] share of each pixel the object covers (None: no object read)."""
 
     def matches(self, combo) -> dict[str, bool]:
         """Per category: does the image show the concept of `combo` (one concept per category, in order)?"""
-        return {cat: self.concepts[cat] == c for cat, c in zip(VOCABULARY, combo)}
+        return {cat: self.concepts[cat] == c for cat, c in zip(self.concepts, combo)}
+
+    def mask(self, shape: tuple[int, int]) -> np.ndarray:
+        """[H, W] the object's coverage (0 outside it, and everywhere where no object was read)."""
+        return self.coverage if self.coverage is not None else np.zeros(shape)
 
 
 def as_float_image(image) -> np.ndarray:
@@ -46,71 +53,57 @@ def as_float_image(image) -> np.ndarray:
     return arr.astype(np.float64) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float64)
 
 
-def _nearest(rgb: np.ndarray, palette: dict[str, tuple[float, float, float]]) -> str:
+def _nearest(value, palette: dict[str, tuple[float, ...] | float]) -> str:
     names = list(palette)
-    dist = np.linalg.norm(np.asarray([palette[n] for n in names]) - rgb, axis=1)
+    dist = np.linalg.norm(np.asarray([palette[n] for n in names], np.float64).reshape(len(names), -1)
+                          - np.reshape(value, (1, -1)), axis=1)
     return names[int(dist.argmin())]
 
 
-def _background(img: np.ndarray) -> np.ndarray:
-    """The median colour of the image border."""
-    return np.median(np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]]), axis=0)
-
-
-def _object(img: np.ndarray, bg: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """(the object's colour, its soft coverage [H, W] in [0, 1]), or None where no pixel stands out."""
+def read_image(image, spec: WorldSpec = CONCEPT) -> Reading:
+    """The concepts an image of a `spec` world shows, with the area, centroid, template overlaps and coverage
+    they were read from."""
+    img = as_float_image(image)
+    h, w, _ = img.shape
+    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+    bg = np.median(border, axis=0)
+    concepts: dict[str, str | None] = dict.fromkeys(spec.categories)
+    concepts["background"] = _nearest(bg, spec.backgrounds)
     dist = np.linalg.norm(img - bg, axis=-1)
     if dist.max() < MIN_CONTRAST:
-        return None
+        return Reading(concepts)
     obj = np.median(img[dist >= 0.6 * dist.max()], axis=0)
     axis = obj - bg
     alpha = np.clip((img - bg) @ axis / (axis @ axis), 0.0, 1.0)  # share of each pixel the object covers
     alpha[alpha < 0.25] = 0.0  # faint haze around an imperfect sample is not object
-    return obj, alpha
+    area = float(alpha.sum())
+    if area < MIN_AREA * h * w / 64 ** 2:
+        return Reading(concepts, area, coverage=alpha)
+    cx = float((alpha.sum(0) * (np.arange(w) + 0.5)).sum() / area)
+    cy = float((alpha.sum(1) * (np.arange(h) + 0.5)).sum() / area)
+    scale = 64 / w
+    concepts["colour"] = _nearest(obj, spec.colours)
+    concepts["position"] = _nearest((cx * scale, cy * scale), spec.positions)
+    iou = {}
+    for shape, outline in spec.shapes.items():
+        template = coverage(outline, cx, cy, float(np.sqrt(area / OUTLINE_AREA[outline])), h)
+        iou[shape] = float(np.minimum(template, alpha).sum() / np.maximum(template, alpha).sum())
+    concepts["shape"] = max(iou, key=iou.get)
+    if spec.sizes:
+        radius = float(np.sqrt(area / OUTLINE_AREA[spec.shapes[concepts["shape"]]])) * scale
+        concepts["size"] = _nearest(radius, spec.sizes)
+    return Reading(concepts, area, (cx, cy), iou, alpha)
+
+
+def measure(image, spec: WorldSpec = CONCEPT) -> dict[str, str | None]:
+    """Category -> the concept an image shows (None where no object could be read)."""
+    return read_image(image, spec).concepts
 
 
 def object_mask(image) -> np.ndarray:
     """Bool [H, W]: the pixels the object covers at least half of (all False where there is no object)."""
     img = as_float_image(image)
-    found = _object(img, _background(img))
-    return np.zeros(img.shape[:2], bool) if found is None else found[1] >= 0.5
-
-
-def read_image(image) -> Reading:
-    """The concepts an image shows, with the area, centroid and template overlaps they were read from."""
-    img = as_float_image(image)
-    h, w, _ = img.shape
-    bg = _background(img)
-    concepts: dict[str, str | None] = dict.fromkeys(VOCABULARY)
-    concepts["background"] = _nearest(bg, BACKGROUND_RGB)
-    found = _object(img, bg)
-    if found is None:
-        return Reading(concepts)
-    obj, alpha = found
-    area = float(alpha.sum())
-    if area < MIN_AREA * h * w / 64 ** 2:
-        return Reading(concepts, area)
-    cx = float((alpha.sum(0) * (np.arange(w) + 0.5)).sum() / area)
-    cy = float((alpha.sum(1) * (np.arange(h) + 0.5)).sum() / area)
-    concepts["colour"] = _nearest(obj, OBJECT_RGB)
-    concepts["position"] = f"{'top' if cy < h / 2 else 'bottom'} {'left' if cx < w / 2 else 'right'}"
-    iou = {}
-    for shape, unit_area in SHAPE_AREA.items():
-        template = coverage(shape, cx, cy, float(np.sqrt(area / unit_area)), h)
-        iou[shape] = float(np.minimum(template, alpha).sum() / np.maximum(template, alpha).sum())
-    concepts["shape"] = max(iou, key=iou.get)
-    return Reading(concepts, area, (cx, cy), iou)
-
-
-def measure(image) -> dict[str, str | None]:
-    """Category -> the concept an image shows (None where no object could be read)."""
-    return read_image(image).concepts
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two bool masks (1.0 when both are empty)."""
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+    return read_image(img).mask(img.shape[:2]) >= 0.5
 
 
 def fragments(mask: np.ndarray, min_pixels: int = MIN_AREA) -> int:

@@ -22,7 +22,7 @@ from .comfy_client import ComfyClient
 from .figures import image_grid, markdown_table, save_png
 from .graphs import text_to_image_graph
 from .measure import read_image
-from .scene import VOCABULARY, World
+from .scene import CONCEPT, World, WorldSpec
 from .taesd import SD3_SCALE, SD3_SHIFT
 
 
@@ -66,20 +66,20 @@ def comfy_latent(client: ComfyClient, entry: dict, node: str = "save_latent"):
     return (comfy_space - SD3_SHIFT) * SD3_SCALE
 
 
-def score(images: list[np.ndarray], cases: list[Case]) -> dict:
+def score(images: list[np.ndarray], cases: list[Case], spec: WorldSpec = CONCEPT) -> dict:
     """Share of images showing every prompted concept, and per category."""
-    matches = [read_image(img).matches(c.combo) for img, c in zip(images, cases)]
+    matches = [read_image(img, spec).matches(c.combo) for img, c in zip(images, cases)]
     return {"all": float(np.mean([all(m.values()) for m in matches])),
-            "per_category": {cat: float(np.mean([m[cat] for m in matches])) for cat in VOCABULARY},
+            "per_category": {cat: float(np.mean([m[cat] for m in matches])) for cat in spec.categories},
             "correct": [all(m.values()) for m in matches], "n": len(cases)}
 
 
-def pair_scores(images: list[np.ndarray], cases: list[Case], pairs) -> dict[str, float]:
+def pair_scores(images: list[np.ndarray], cases: list[Case], pairs, spec: WorldSpec = CONCEPT) -> dict[str, float]:
     """For each held-out pair, the share of its images that show both of its concepts."""
     out = {}
     for a, b in pairs:
         hits = [img for img, c in zip(images, cases) if a in c.combo and b in c.combo]
-        shown = [set(read_image(img).concepts.values()) >= {a, b} for img in hits]
+        shown = [set(read_image(img, spec).concepts.values()) >= {a, b} for img in hits]
         out[f"{a} + {b}"] = float(np.mean(shown)) if shown else float("nan")
     return out
 
@@ -105,11 +105,12 @@ def probe(client: ComfyClient, built: BuiltWorld, out: str | Path | None = None,
     held_res = sample_cases(client, built, held, "world_probe/heldout", progress)
     par_res = sample_cases(client, built, seen[:parity], "world_probe/parity", save_latent=True) if parity else []
     seen_img, held_img = [r["image"] for r in seen_res], [r["image"] for r in held_res]
-    base, direct = score(seen_img, seen), score(held_img, held)
+    spec = built.world.spec
+    base, direct = score(seen_img, seen, spec), score(held_img, held, spec)
     report = {
         "base_accuracy": base["all"], "base_per_category": base["per_category"], "base_cases": base["n"],
         "heldout_prompt_accuracy": direct["all"], "heldout_per_category": direct["per_category"],
-        "heldout_cases": direct["n"], "heldout_pairs": pair_scores(held_img, held, built.world.heldout_pairs),
+        "heldout_cases": direct["n"], "heldout_pairs": pair_scores(held_img, held, built.world.heldout_pairs, spec),
         "latent_parity_max_abs": latent_parity(built, seen[:parity], [r["latent"] for r in par_res]) if parity
         else None,
         "seconds_per_image": per_image, "sampling": asdict(built.recipe.sampling), "seed": seed,
@@ -119,7 +120,7 @@ def probe(client: ComfyClient, built: BuiltWorld, out: str | Path | None = None,
     save_png(image_grid(held_img, 10, direct["correct"]), out / "probe_heldout.png")
     rows = [["seen combinations (base)", base["n"], base["all"], *base["per_category"].values()],
             ["held-out combinations, prompted", direct["n"], direct["all"], *direct["per_category"].values()]]
-    report["markdown"] = markdown_table(["cases", "n", "all attributes", *VOCABULARY], rows)
+    report["markdown"] = markdown_table(["cases", "n", "all attributes", *spec.categories], rows)
     atomic_write_text(json.dumps(report, indent=1) + "\n", out / "probe.json")
     atomic_write_text(report["markdown"] + "\n", out / "probe.md")
     return report

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 
 from .autoencoder import AutoencoderRecipe
 from .dit import DiTRecipe
+from .scene import CONCEPT, WORLDS, WorldSpec
 from .taesd import StackShape
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ class SamplingDefaults:
 class WorldRecipe:
     """Everything a build depends on."""
 
+    world: str = CONCEPT.name
+    """Which world (`ssae.world.scene.WORLDS`): its concepts, palette and geometry."""
     heldout_pairs: int = 4
     """Concept pairs (of different categories) that no training image shows together."""
     world_seed: int = 0
@@ -49,6 +52,14 @@ class WorldRecipe:
     dit: DiTRecipe = field(default_factory=DiTRecipe)
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
 
+    def __post_init__(self) -> None:
+        if self.world not in WORLDS:
+            raise ValueError(f"unknown world {self.world!r}: choose one of {sorted(WORLDS)}")
+
+    @property
+    def spec(self) -> WorldSpec:
+        return WORLDS[self.world]
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -60,6 +71,8 @@ class WorldRecipe:
     def hashes(self) -> dict[str, str]:
         """Cache keys: `text`, `autoencoder`, `dit` (each over all it depends on) and `world` (the whole build)."""
         world = {k: getattr(self, k) for k in ("heldout_pairs", "world_seed", "images", "max_combinations")}
+        if self.world != CONCEPT.name:  # the first world's hashes predate the choice and stay as they were
+            world["spec"] = self.spec.to_dict()
         text = _digest({"text_seed": self.text_seed})
         autoencoder = _digest({"world": world, "autoencoder": asdict(self.autoencoder)})
         dit = _digest({"world": world, "text": text, "autoencoder": autoencoder, "dit": asdict(self.dit)})
@@ -71,7 +84,19 @@ QUICK = WorldRecipe(images=64, max_combinations=8,
                     autoencoder=AutoencoderRecipe(decoder=StackShape(8, (1, 0, 0, 0), False), steps=3, batch=4),
                     dit=DiTRecipe(depth=2, steps=3, batch=4), sampling=SamplingDefaults(steps=4, cfg=2.0))
 """A tiny world for tests: loadable files of the real layout in a few seconds, quality irrelevant."""
-PRESETS = {"default": WorldRecipe(), "quick": QUICK}
+PAPER_RECIPE = WorldRecipe(world="paper", images=16384, dit=DiTRecipe(steps=6000))
+"""The paper world's build: more scenes and steps than the first world's, for 720 combinations the generator
+learns every one of."""
+PRESETS = {"default": WorldRecipe(), "quick": QUICK, "paper": PAPER_RECIPE}
+
+
+def recipe_for(world: str, quick: bool = False) -> WorldRecipe:
+    """A world's build recipe (`concept` or `paper`), or its quick variant: the same world with tiny models."""
+    if world not in WORLDS:
+        raise ValueError(f"unknown world {world!r}: choose one of {sorted(WORLDS)}")
+    if quick:
+        return replace(QUICK, world=world)
+    return PAPER_RECIPE if world == "paper" else WorldRecipe()
 
 
 def _digest(obj) -> str:

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .scene import BACKGROUND_RGB, IMAGE_SIZE, OBJECT_RGB, QUADRANT_CENTRE, Scene
+from .scene import CONCEPT, IMAGE_SIZE, Scene, WorldSpec
 
 SUPERSAMPLE = 4
 """Samples per pixel along each axis."""
@@ -38,32 +38,34 @@ def _cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return ((au <= _CROSS_ARM) & (av <= _CROSS_WIDTH)) | ((av <= _CROSS_ARM) & (au <= _CROSS_WIDTH))
 
 
-SHAPES = {"a circle": _circle, "a square": _square, "a triangle": _triangle, "a cross": _cross}
-"""Shape concept -> membership test on unit coordinates (u right, v down, radius 1)."""
-SHAPE_AREA = {"a circle": math.pi, "a square": 4 * _SQUARE_HALF ** 2,
-              "a triangle": 3 * math.sqrt(3) / 4 * _TRIANGLE_R ** 2,
-              "a cross": 8 * _CROSS_ARM * _CROSS_WIDTH - 4 * _CROSS_WIDTH ** 2}
-"""Area of each shape at radius 1, so that a measured area gives the radius of a matching template."""
+OUTLINES = {"circle": _circle, "square": _square, "triangle": _triangle, "cross": _cross}
+"""Outline -> membership test on unit coordinates (u right, v down, radius 1); `WorldSpec.shapes` names one per
+shape phrase."""
+OUTLINE_AREA = {"circle": math.pi, "square": 4 * _SQUARE_HALF ** 2, "triangle": 3 * math.sqrt(3) / 4 * _TRIANGLE_R ** 2,
+                "cross": 8 * _CROSS_ARM * _CROSS_WIDTH - 4 * _CROSS_WIDTH ** 2}
+"""Area of each outline at radius 1, so that a measured area gives the radius of a matching template."""
 
 
-def coverage(shape: str, cx: float, cy: float, radius: float, size: int = IMAGE_SIZE,
+def coverage(outline: str, cx: float, cy: float, radius: float, size: int = IMAGE_SIZE,
              supersample: int = SUPERSAMPLE) -> np.ndarray:
-    """[size, size] share in [0, 1] of each pixel covered by `shape` centred at (cx, cy) (pixel units)."""
+    """[size, size] share in [0, 1] of each pixel covered by `outline` centred at (cx, cy) (pixel units)."""
     n = size * supersample
     t = (np.arange(n, dtype=np.float64) + 0.5) / supersample  # sample positions in pixel units
     u = (t[None, :] - cx) / radius
     v = (t[:, None] - cy) / radius
-    inside = SHAPES[shape](u, v).astype(np.float32)
+    inside = OUTLINES[outline](u, v).astype(np.float32)
     return inside.reshape(size, supersample, size, supersample).mean(axis=(1, 3))
 
 
-def render(scene: Scene, size: int = IMAGE_SIZE) -> np.ndarray:
-    """The scene as an RGB uint8 image [size, size, 3]; the same scene always gives the same bytes."""
-    shape, colour, background, position = scene.combo
-    cx, cy = QUADRANT_CENTRE[position]
+def render(scene: Scene, spec: WorldSpec = CONCEPT, size: int = IMAGE_SIZE) -> np.ndarray:
+    """The scene of a `spec` world as an RGB uint8 image [size, size, 3]; the same scene always gives the same
+    bytes (the object's size is the scene's jittered radius)."""
+    c = spec.concepts_of(scene.combo)
+    cx, cy = spec.positions[c["position"]]
     scale = size / IMAGE_SIZE
-    alpha = coverage(shape, (cx + scene.dx) * scale, (cy + scene.dy) * scale, scene.radius * scale, size)[..., None]
-    fg = np.clip(np.add(OBJECT_RGB[colour], scene.object_jitter), 0, 1)
-    bg = np.clip(np.add(BACKGROUND_RGB[background], scene.background_jitter), 0, 1)
+    alpha = coverage(spec.shapes[c["shape"]], (cx + scene.dx) * scale, (cy + scene.dy) * scale, scene.radius * scale,
+                     size)[..., None]
+    fg = np.clip(np.add(spec.colours[c["colour"]], scene.object_jitter), 0, 1)
+    bg = np.clip(np.add(spec.backgrounds[c["background"]], scene.background_jitter), 0, 1)
     img = alpha * fg + (1 - alpha) * bg
     return np.round(img * 255).astype(np.uint8)

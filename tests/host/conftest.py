@@ -5,7 +5,8 @@ COMFYUI_STUBS: an extra PYTHONPATH for the host, e.g. stand-ins for packages it 
 Skipped with that reason otherwise. The models are tiny random ones that the tests build (tiny_models.py), and
 fixture_nodes/ adds a test-only node to the host; nothing outside the repository is used. The host also serves
 the concept world (`ssae.world`, its default recipe) for the world tests: built once into SSAE_WORLD_CACHE
-(default ~/.cache/ssae/world; about 13 minutes on 2 CPU cores) and reused while its recipe is unchanged.
+(default ~/.cache/ssae/world; about 13 minutes on 2 CPU cores) and reused while its recipe is unchanged; a second
+server serves the paper world (`paper_comfy`).
 """
 from __future__ import annotations
 
@@ -117,14 +118,15 @@ class Comfy:
         return load_file(str(files[-1]))["latent_tensor"]
 
 
-def _world():
-    """The default concept world, built into (or found in) SSAE_WORLD_CACHE; None without the `world` extra.
-    The evaluation needs images whose attributes read back, which the quick recipe does not give."""
+def _world(cache_variable: str, default: Path, world: str = "concept", quick: bool = False):
+    """A concept world built into (or found in) the folder `cache_variable` names (else `default`); None without the
+    `world` extra. The first world's evaluation needs images whose attributes read back, which the quick recipe
+    does not give; the paper world's host test checks the loop, which its quick recipe gives in seconds."""
     if not all(importlib.util.find_spec(m) for m in ("diffusers", "transformers", "instant_clip_tokenizer")):
         return None
     from ssae.world.build import build
-    cache = Path(os.environ.get("SSAE_WORLD_CACHE", Path.home() / ".cache" / "ssae" / "world"))
-    return build(cache, progress=False)
+    from ssae.world.recipe import recipe_for
+    return build(Path(os.environ.get(cache_variable, default)), recipe_for(world, quick), progress=False)
 
 
 def _free_port() -> int:
@@ -155,10 +157,41 @@ def comfy(tmp_path_factory):
     yaml.write_text(f"ssae_test:\n  base_path: {base}\n  custom_nodes: custom_nodes\n"
                     "  diffusion_models: models/diffusion_models\n  text_encoders: models/text_encoders\n"
                     "  ssae: models/ssae\n")
-    world = _world()
+    world = _world("SSAE_WORLD_CACHE", Path.home() / ".cache" / "ssae" / "world")
     if world is not None:
         with open(yaml, "a") as f:
             f.write((world.root / "extra_model_paths.yaml").read_text())
+    c = _start(path, python, base, yaml, world)
+    yield c
+    _stop(c)
+
+
+@pytest.fixture(scope="session")
+def paper_comfy(tmp_path_factory):
+    """A second server for the paper world (both worlds' autoencoders are ComfyUI's `taesd3`, so one server serves
+    one world): its quick build in SSAE_PAPER_WORLD_CACHE (default ~/.cache/ssae/world-paper-quick), or a full
+    build there when SSAE_PAPER_WORLD_FULL=1."""
+    host = _host()
+    assert host is not None
+    path, python = host
+    base = tmp_path_factory.mktemp("comfy_paper")
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / "ComfyUI-SSAE").symlink_to(ROOT, target_is_directory=True)
+    full = os.environ.get("SSAE_PAPER_WORLD_FULL") == "1"
+    world = _world("SSAE_PAPER_WORLD_CACHE", Path.home() / ".cache" / "ssae" / ("world-paper" if full else
+                                                                               "world-paper-quick"), "paper", not full)
+    if world is None:
+        pytest.skip("the world tests need the `world` extra (diffusers, transformers, instant-clip-tokenizer)")
+    yaml = base / "extra_model_paths.yaml"
+    yaml.write_text(f"ssae_test:\n  base_path: {base}\n  custom_nodes: custom_nodes\n  ssae: models/ssae\n"
+                    + (world.root / "extra_model_paths.yaml").read_text())
+    c = _start(path, python, base, yaml, world)
+    yield c
+    _stop(c)
+
+
+def _start(path: Path, python: str, base: Path, yaml: Path, world) -> Comfy:
+    """ComfyUI (`path`, run by `python`) serving `base` with the model paths of `yaml`, once it answers."""
     port = _free_port()
     env = dict(os.environ)
     if os.environ.get("COMFYUI_STUBS"):
@@ -184,12 +217,15 @@ def comfy(tmp_path_factory):
     if failed:
         proc.terminate()
         raise RuntimeError(failed)
-    yield c
-    proc.terminate()
+    return c
+
+
+def _stop(c: Comfy) -> None:
+    c.proc.terminate()
     try:
-        proc.wait(20)
+        c.proc.wait(20)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        c.proc.kill()
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,8 @@ from ssae.world.comfy_client import ComfyClient
 from ssae.world.evaluate import EvaluateSettings, evaluate
 from ssae.world.measure import read_image
 
-REDUCED = EvaluateSettings(cases=6, identity_cases=2, prompts=96, block_seeds=1, compose_seeds=1, compose_cases=4)
+REDUCED = EvaluateSettings(cases=6, identity_cases=2, prompts=96, block_seeds=1, compose_seeds=1, compose_cases=4,
+                           double_cases=2, heldout_cases=2, sweep_cases=1)
 
 
 @pytest.fixture(scope="module")
