@@ -157,6 +157,12 @@ def append_features(folder: str | Path, features: torch.Tensor, vocabulary: Voca
             raise FeatureFileError(
                 f"{folder} holds features of site {manifest['site']!r}, size {manifest['n_features']} and another "
                 f"vocabulary; these are site {site!r}, size {n_features_of(fs)}: append to a new folder instead")
+        held = manifest.get("feature_shape")
+        if held is not None and held != json.loads(json.dumps(fs)):
+            raise FeatureFileError(
+                f"{folder} holds features of shape {held}; these are {fs}, the same size in another token layout "
+                "(e.g. a longer prompt, or T5 rows where the set has none), whose rows would not line up: save "
+                "them to a new folder, or replace the set")
     shards = manifest["shards"] if manifest else []
     k = len(shards)
     while (folder / f"shard-{k:05d}.safetensors").exists():  # written before a crash that lost its manifest entry
@@ -164,7 +170,8 @@ def append_features(folder: str | Path, features: torch.Tensor, vocabulary: Voca
     name = f"shard-{k:05d}.safetensors"
     save_features(folder / name, features, vocabulary, labels, split, prompts, site, feature_shape)
     shards = shards + [{"file": name, "n": len(labels), "digests": sample_digests(features, prompts)}]
-    doc = {"format": FEATURES_FORMAT, "site": site, "n_features": n_features_of(feature_shape or [features[0].numel()]),
+    fs = feature_shape or [int(features[0].numel())]
+    doc = {"format": FEATURES_FORMAT, "site": site, "n_features": n_features_of(fs), "feature_shape": fs,
            "vocabulary": vocabulary.categories, "shards": shards}
     atomic_write_text(json.dumps(doc, indent=1), folder / MANIFEST)
     return folder / name
@@ -208,8 +215,10 @@ def load_features(path: str | Path) -> FeatureSet:
     parts = [_open_shard(f) for f in files]
     first = parts[0]
     for p, f in zip(parts[1:], files[1:]):
-        if (p.site, p.n_features, p.vocabulary) != (first.site, first.n_features, first.vocabulary):
-            raise FeatureFileError(f"shard {f.name} disagrees with {files[0].name} on site, size or vocabulary")
+        if (p.site, p.n_features, p.vocabulary, p.feature_shape) != \
+                (first.site, first.n_features, first.vocabulary, first.feature_shape):
+            raise FeatureFileError(f"shard {f.name} disagrees with {files[0].name} on site, size, feature shape or "
+                                   "vocabulary: move it to a folder of its own")
     has_split, has_prompts = any(p.split for p in parts), all(p.prompts for p in parts)
     return FeatureSet(
         shards=files, counts=[len(p.labels) for p in parts], vocabulary=first.vocabulary,

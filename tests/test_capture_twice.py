@@ -186,3 +186,23 @@ def test_an_unchanged_set_resumes_after_cancel(comfy):
     uninterrupted = train(ssae.load_features(comfy.root / "portraits"),
                           with_overrides(PRESETS["default"], epochs=3, seed=0, device="cpu"))
     assert out.args[0].info["history"][:4] == uninterrupted.history[:4], "the cancelled run's epochs are kept"
+
+
+def test_a_capture_of_the_same_size_in_another_token_layout_is_not_appended(tmp_path):
+    folder = tmp_path / "set"
+    x = torch.randn(2, 12, generator=torch.Generator().manual_seed(2))
+    ssae.append_features(folder, x, VOCAB, [["blond"]] * 2, prompts=["a", "b"],
+                         feature_shape={"clip": [2, 3], "t5": [2, 3]})
+    with pytest.raises(ssae.FeatureFileError, match="another token layout"):
+        ssae.append_features(folder, x, VOCAB, [["blond"]] * 2, prompts=["c", "d"],
+                             feature_shape={"clip": [4, 3], "t5": [0, 3]})
+    ssae.append_features(folder, x + 1, VOCAB, [["blond"]] * 2, prompts=["c", "d"],
+                         feature_shape={"clip": [2, 3], "t5": [2, 3]})
+    assert len(ssae.load_features(folder)) == 4
+    doc = json.loads((folder / "manifest.json").read_text())
+    del doc["feature_shape"]  # a manifest of before the check: its shards are compared when the set is read
+    (folder / "manifest.json").write_text(json.dumps(doc))
+    ssae.append_features(folder, x + 2, VOCAB, [["blond"]] * 2, prompts=["e", "f"],
+                         feature_shape={"clip": [4, 3], "t5": [0, 3]})
+    with pytest.raises(ssae.FeatureFileError, match="disagrees with shard-00000.safetensors on site, size, feature"):
+        ssae.load_features(folder)
