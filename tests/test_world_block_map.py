@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from ssae.world.block_map import capture_sites_graph, heat_map, map_edit_graph, map_sites, success_grid
 from ssae.world.build import COMFY_NAMES
@@ -11,8 +12,9 @@ from ssae.world.evaluate import EditCase
 from ssae.world.measure import fragments, object_mask
 from ssae.world.recipe import SamplingDefaults
 from ssae.world.render import render
-from ssae.world.scene import CONCEPT, Scene
+from ssae.world.scene import CONCEPT, PAPER, Scene, make_world
 from ssae.world.scores import mask_iou
+from tests.world_stand_in import PerfectComfy
 
 
 def test_object_mask_iou_and_fragments():
@@ -58,3 +60,22 @@ def test_heat_map_is_blocks_by_categories_per_stream():
     assert success_grid(report, "img")[1, 2] == 0.25
     img = heat_map(report)
     assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 and img.std() > 10
+
+
+@pytest.mark.parametrize("spec", [CONCEPT, PAPER], ids=["concept", "paper"])
+def test_block_map_of_a_server_that_edits_exactly(spec, tmp_path):
+    """The whole map against a stand-in that edits exactly: every site swaps every category and keeps the rest,
+    each category has its cases, and the table and heat map are written."""
+    from ssae.world.block_map import MapSettings, block_map
+    from ssae.world.build import BuiltWorld
+    from ssae.world.recipe import recipe_for
+    recipe = recipe_for(spec.name)
+    built = BuiltWorld(tmp_path, make_world(4, 0, spec), recipe, recipe.hashes(), (0.5,) * 3, (0.2,) * 3)
+    r = block_map(PerfectComfy(spec), built, tmp_path / "map", MapSettings(prompts=48, cases_per_category=2))
+    assert r["categories"] == list(spec.categories) and r["cases"] == 2 * len(spec.categories)
+    assert list(r["sites"]) == map_sites(recipe.dit.depth)
+    for site in r["sites"].values():
+        assert site["success"] == site["preservation"] == 1.0
+        assert site["success_per_category"] == dict.fromkeys(spec.categories, 1.0)
+    assert json.loads((tmp_path / "map" / "block_map.json").read_text())["sites"] == r["sites"]
+    assert (tmp_path / "map" / "block_map.png").stat().st_size

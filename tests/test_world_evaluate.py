@@ -15,6 +15,7 @@ from ssae.world.recipe import SamplingDefaults
 from ssae.world.render import render
 from ssae.world.scene import CONCEPT, PAPER, Scene, make_world, random_scene
 from ssae.world.scores import edit_scores, mask_iou, pixel_preservation, shows, sweep_scores
+from tests.world_stand_in import PerfectComfy
 
 WORLD = make_world()
 CATEGORIES = list(CONCEPT.categories)
@@ -203,37 +204,6 @@ def test_paper_world_scenes_round_trip_through_the_grid_reader():
     combo = ("a triangle pointing up", "magenta", "on grey paper", "in the centre", "small")
     img = render(random_scene(combo, 5, PAPER), PAPER)
     assert shows([read_image(img, PAPER)], [combo]) == [True]
-
-
-class PerfectComfy:
-    """A stand-in server whose every edit and composition does exactly what it asks: each image is the render of
-    the combination its graph means (the prompt, the edited prompt, the swap at strength > 0, the composed mix)."""
-
-    def __init__(self, spec):
-        self.spec, self.vocab = spec, spec.vocabulary()
-
-    def run(self, graph, timeout=0):
-        text = ["trained default on 10 samples, held-out EV 0.9000"] if "train" in graph else []
-        return {"outputs": {"train": {"text": text}}}
-
-    def run_all(self, graphs, progress=None, timeout=0):
-        return [{"graph": g, "outputs": {k: {"images": [{}]} for k in g if k.startswith("save_")}} for g in graphs]
-
-    def images(self, entry, node=None):
-        g, key = entry["graph"], node.removeprefix("save_")
-        combo = self.vocab.parse_prompt(g["positive"]["inputs"]["text"])
-        if key == "prompt_edit":
-            combo = self.vocab.parse_prompt(g["edited"]["inputs"]["text"])
-        edit = g.get(f"apply_{key}") or g.get(f"patch_{key}")
-        if edit is not None:
-            choice = json.loads(g[edit["inputs"]["concepts"][0]]["inputs"]["concepts"])
-            if "conditioning" not in edit["inputs"] and edit["class_type"] == "SSAEApplyConditioning":
-                combo = list(choice["add"])  # composed from the concepts alone
-            elif edit["inputs"]["strength"] > 0:
-                combo = [next(iter(choice["add"])) if c in choice["remove"] and len(choice["remove"]) == 1 else
-                         dict(zip(choice["remove"], choice["add"])).get(c, c) for c in combo]
-        seed = g[f"sample_{key}"]["inputs"]["seed"]
-        return [render(random_scene(tuple(combo), seed, self.spec), self.spec)]
 
 
 @pytest.mark.parametrize("spec", [CONCEPT, PAPER], ids=["concept", "paper"])

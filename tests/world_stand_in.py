@@ -1,0 +1,39 @@
+"""A stand-in ComfyUI for the world's evaluation and block map: every edit and composition does exactly what its
+graph asks, so every measure reads perfect and a wrong measure shows."""
+from __future__ import annotations
+
+import json
+
+from ssae.world.render import render
+from ssae.world.scene import random_scene
+
+
+class PerfectComfy:
+    """A stand-in server whose every edit and composition does exactly what it asks: each image is the render of
+    the combination its graph means (the prompt, the edited prompt, the swap at strength > 0, the composed mix)."""
+
+    def __init__(self, spec):
+        self.spec, self.vocab = spec, spec.vocabulary()
+
+    def run(self, graph, timeout=0):
+        text = ["trained default on 10 samples, held-out EV 0.9000"] if "train" in graph else []
+        return {"outputs": {"train": {"text": text}}}
+
+    def run_all(self, graphs, progress=None, timeout=0):
+        return [{"graph": g, "outputs": {k: {"images": [{}]} for k in g if k.startswith("save_")}} for g in graphs]
+
+    def images(self, entry, node=None):
+        g, key = entry["graph"], node.removeprefix("save_")
+        combo = self.vocab.parse_prompt(g["positive"]["inputs"]["text"])
+        if key == "prompt_edit":
+            combo = self.vocab.parse_prompt(g["edited"]["inputs"]["text"])
+        edit = g.get(f"apply_{key}") or g.get(f"patch_{key}")
+        if edit is not None:
+            choice = json.loads(g[edit["inputs"]["concepts"][0]]["inputs"]["concepts"])
+            if "conditioning" not in edit["inputs"] and edit["class_type"] == "SSAEApplyConditioning":
+                combo = list(choice["add"])  # composed from the concepts alone
+            elif edit["inputs"]["strength"] > 0:
+                combo = [next(iter(choice["add"])) if c in choice["remove"] and len(choice["remove"]) == 1 else
+                         dict(zip(choice["remove"], choice["add"])).get(c, c) for c in combo]
+        seed = g[f"sample_{key}"]["inputs"]["seed"]
+        return [render(random_scene(tuple(combo), seed, self.spec), self.spec)]
