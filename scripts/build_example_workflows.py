@@ -13,7 +13,8 @@ import urllib.request
 from pathlib import Path
 
 from ssae.world.build import COMFY_NAMES
-from ssae.world.evaluate import EditCase, EvaluateSettings, edit_graph
+from ssae.world.cases import EditCase
+from ssae.world.evaluate import EvaluateSettings, edit_graph
 from ssae.world.graphs import capture_block_graph, capture_conditioning_graph, train_graph
 from ssae.world.recipe import WorldRecipe
 from ssae.world.scene import make_world
@@ -123,7 +124,7 @@ def world_workflows() -> dict[str, dict]:
     heldout = "; ".join(" + ".join(p) for p in world.heldout_pairs)
     n, site = len(world.combinations), EvaluateSettings.block_site
     combo = ("a circle", "red", "on grey", "bottom right")
-    case = EditCase(combo, 7, "colour", "blue")
+    case = EditCase(combo, ("a circle", "blue", "on grey", "bottom right"), 7, ("colour",))
     return {
         "world_build_set": from_api(capture_conditioning_graph(names, vocabulary, n, heldout, WORLD_COND)),
         "world_capture_block": from_api(capture_block_graph(names, vocabulary, n, heldout, WORLD_BLOCK, site, 0,
@@ -132,12 +133,10 @@ def world_workflows() -> dict[str, dict]:
             f"{k}_block": v | {"inputs": {n: ["train_block", x[1]] if isinstance(x, list) else x
                                           for n, x in v["inputs"].items()}}
             for k, v in train_graph(WORLD_BLOCK, "default", WORLD_BLOCK).items()}),
-        "world_edit": from_api(edit_graph(names, {"conditioning": WORLD_COND + ".safetensors",
-                                                  "block": WORLD_BLOCK + ".safetensors"},
+        "world_edit": from_api(edit_graph(names, {("conditioning", "default"): WORLD_COND + ".safetensors",
+                                                  ("block", "default"): WORLD_BLOCK + ".safetensors"},
                                           world.prompt(combo), case, recipe.sampling, "world_edit",
-                                          block_strength=EvaluateSettings.block_strength,
-                                          block_patch={"mode": EvaluateSettings.block_mode,
-                                                       "blocks": EvaluateSettings.block_blocks})),
+                                          EvaluateSettings())),
     }
 
 

@@ -76,7 +76,7 @@ def test_train_on_the_set_then_compose_and_edit_a_prompt(comfy, t5):
 def test_block_capture_over_a_prompt_list_through_model_sampling_sd3(comfy):
     """One press captures joint block 0 for every prompt of a list, although ModelSamplingSD3 clones the model
     (and its capture hook) between the capture node and the sampler."""
-    for site, width in (("joint_blocks.0.img", [128]), ("joint_blocks.0.txt", {"clip": [77, 128]})):
+    for site, width in (("joint_blocks.0.img", [128]), ("joint_blocks.0.txt", {"clip": [77, 128], "vec": [128]})):
         name = f"loop_block_{site.split('.')[-1]}"
         comfy.run(block_capture_list_graph(name, 8, site=site, vocabulary=VOCAB.to_json(), heldout_pairs=1))
         data = ssae.load_features(comfy.feature_folder(name))

@@ -18,8 +18,9 @@ LONG = SHORT + ", " + ", ".join(["in a quiet garden full of red flowers under a 
 
 def graph(name: str, site: str, prompt: str = SHORT, negative: str | None = None, low_memory: bool = False,
           t5: bool = False, patch: dict | None = None) -> dict:
-    """CLIP Text Encode (and stand-in T5 rows, as many as CLIP rows) -> [SSAE Patch Model ->] SSAE Capture Features
-    (every step) -> SSAETestPasses -> KSampler -> SSAE Save Features. The negative is the zeroed prompt, or a text."""
+    """CLIP Text Encode (and stand-in T5 rows, as many as CLIP rows) -> [SSAE Patch Model, residual ->] SSAE Capture
+    Features (every step) -> SSAETestPasses -> KSampler -> SSAE Save Features. The negative is the zeroed prompt, or
+    a text."""
     g = {
         "clip": {"class_type": "CLIPLoader", "inputs": {"clip_name": CLIP_L, "type": "sd3", "device": "default"}},
         "encode": {"class_type": "CLIPTextEncode", "inputs": {"text": prompt, "clip": ["clip", 0]}},
@@ -56,7 +57,8 @@ def graph(name: str, site: str, prompt: str = SHORT, negative: str | None = None
             "ssae": ["block_ssae", 0], "mode": "edit", "concepts": json.dumps(patch["concepts"])}}
         g["patched"] = {"class_type": "SSAEPatchModel",
                         "inputs": {"model": ["model", 0], "concepts": ["block_edit", 0], "strength": patch["strength"],
-                                   "start_percent": 0.0, "end_percent": 1.0, "apply_to": "positive", "site": ""}}
+                                   "start_percent": 0.0, "end_percent": 1.0, "apply_to": "positive", "site": "",
+                                   "mode": "residual stream", "blocks": "this site"}}
         g["capture"]["inputs"]["model"] = ["patched", 0]
     return g
 
@@ -77,7 +79,8 @@ def test_low_memory_split_passes_capture_what_batched_passes_do(comfy, site):
     assert [c["cond_or_uncond"] for c in calls] == [[1, 0]] * 3, "enough memory: one batched call per step"
     split, calls = run(comfy, f"passes_split_{tag}", site, low_memory=True)
     assert sorted(str(c["cond_or_uncond"]) for c in calls) == ["[0]"] * 3 + ["[1]"] * 3, "no memory: split calls"
-    assert split.feature_shape == batched.feature_shape == ([128] if tag == "img" else {"clip": [77, 128]})
+    assert split.feature_shape == batched.feature_shape == ([128] if tag == "img" else
+                                                            {"clip": [77, 128], "vec": [128]})
     assert len(split) == len(batched) == 3, "one row per step"
     torch.testing.assert_close(split.load(), batched.load(), rtol=1e-4, atol=1e-5)
 
@@ -88,7 +91,7 @@ def test_a_long_prompt_beside_a_short_negative_is_captured_whole(comfy):
     data, calls = run(comfy, "passes_long", "joint_blocks.0.txt", prompt=LONG, negative="", t5=True)
     assert sorted((str(c["cond_or_uncond"]), c["context_rows"]) for c in calls) == \
         [("[0]", 308)] * 3 + [("[1]", 154)] * 3, "split by length"
-    assert data.feature_shape == {"clip": [154, 128], "t5": [154, 128]} and len(data) == 3
+    assert data.feature_shape == {"clip": [154, 128], "t5": [154, 128], "vec": [128]} and len(data) == 3
 
 
 def test_a_long_prompt_patched_at_a_txt_block_gets_the_edit_on_its_clip_and_t5_rows(comfy):
@@ -106,5 +109,6 @@ def test_a_long_prompt_patched_at_a_txt_block_gets_the_edit_on_its_clip_and_t5_r
     model = ssae.SSAE.load(comfy.base / "models" / "ssae" / "txt_77_77.safetensors")
     delta = model.delta(add=["A brunette girl"], remove=["A blond girl"]).reshape(154, 128)
     want = torch.cat([delta[:77], torch.zeros(77, 128), delta[77:], torch.zeros(77, 128)])
-    moved = (edited.load()[0] - plain.load()[0]).reshape(308, 128)
-    torch.testing.assert_close(moved, want, rtol=0, atol=1e-4)
+    moved = edited.load()[0] - plain.load()[0]
+    torch.testing.assert_close(moved[:308 * 128].reshape(308, 128), want, rtol=0, atol=1e-4)
+    assert moved[308 * 128:].abs().max() < 1e-5, "an SSAE without a modulation-vector part leaves vec as it was"
