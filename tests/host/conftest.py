@@ -135,14 +135,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def comfy(tmp_path_factory):
+def _host_folder(tmp_path_factory, name: str) -> tuple[Path, str, Path]:
+    """The host's checkout and python, and a new folder for one server with this pack in its custom_nodes."""
     host = _host()
     assert host is not None
-    path, python = host
-    base = tmp_path_factory.mktemp("comfy")
+    base = tmp_path_factory.mktemp(name)
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / "ComfyUI-SSAE").symlink_to(ROOT, target_is_directory=True)
+    return host[0], host[1], base
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory):
+    path, python, base = _host_folder(tmp_path_factory, "comfy")
     for pack in FIXTURE_NODES.iterdir():
         if pack.is_dir() and not pack.name.startswith(("_", ".")):
             (base / "custom_nodes" / pack.name).symlink_to(pack, target_is_directory=True)
@@ -171,12 +176,7 @@ def paper_comfy(tmp_path_factory):
     """A second server for the paper world (both worlds' autoencoders are ComfyUI's `taesd3`, so one server serves
     one world): its quick build in SSAE_PAPER_WORLD_CACHE (default ~/.cache/ssae/world-paper-quick), or a full
     build there when SSAE_PAPER_WORLD_FULL=1."""
-    host = _host()
-    assert host is not None
-    path, python = host
-    base = tmp_path_factory.mktemp("comfy_paper")
-    (base / "custom_nodes").mkdir()
-    (base / "custom_nodes" / "ComfyUI-SSAE").symlink_to(ROOT, target_is_directory=True)
+    path, python, base = _host_folder(tmp_path_factory, "comfy_paper")
     full = os.environ.get("SSAE_PAPER_WORLD_FULL") == "1"
     world = _world("SSAE_PAPER_WORLD_CACHE", Path.home() / ".cache" / "ssae" / ("world-paper" if full else
                                                                                "world-paper-quick"), "paper", not full)
