@@ -107,8 +107,8 @@ def block_map(client: ComfyClient, built: BuiltWorld, out: str | Path | None = N
                              settings.strength) for i, c in enumerate(cases)]
     entries = client.run_all(graphs, "block map" if progress else None, timeout=1800)
     images = graph_images(client, graphs, entries, [f"edit_{i:04d}" for i in range(len(cases))])
-    readings = {k: [read_image(case[k], world.spec) for case in images] for k in ["base"] + [f"site_{k}" for k in
-                                                                                          range(len(sites))]}
+    keys = ["base", *(f"site_{k}" for k in range(len(sites)))]
+    readings = {key: [read_image(imgs[key], world.spec) for imgs in images] for key in keys}
     scores = {site: edit_scores(readings["base"], readings[f"site_{k}"], cases) for k, site in enumerate(sites)}
     report = {
         "sites": {site: {"success": s["success"], "preservation": s["preservation"],
