@@ -146,12 +146,12 @@ def append_features(folder: str | Path, features: torch.Tensor, vocabulary: Voca
                     feature_shape: FeatureShape | None = None) -> Path:
     """Add a shard to a feature-set folder (created if needed); existing shards are never rewritten."""
     folder = Path(folder)
+    fs = feature_shape if feature_shape is not None else [int(features[0].numel())]
     manifest = _read_manifest(folder) if (folder / MANIFEST).exists() else None
     if manifest is not None:
         if not {"site", "n_features", "vocabulary"} <= manifest.keys():
             raise FeatureFileError(f"{folder / MANIFEST} is damaged (it lacks site, n_features or vocabulary): "
                                    "rebuild it from the shard files or append to a new folder")
-        fs = feature_shape if feature_shape is not None else [int(features[0].numel())]
         if (manifest["site"], manifest["n_features"], manifest["vocabulary"]) != \
                 (site, n_features_of(fs), vocabulary.categories):
             raise FeatureFileError(
@@ -170,7 +170,6 @@ def append_features(folder: str | Path, features: torch.Tensor, vocabulary: Voca
     name = f"shard-{k:05d}.safetensors"
     save_features(folder / name, features, vocabulary, labels, split, prompts, site, feature_shape)
     shards = shards + [{"file": name, "n": len(labels), "digests": sample_digests(features, prompts)}]
-    fs = feature_shape or [int(features[0].numel())]
     doc = {"format": FEATURES_FORMAT, "site": site, "n_features": n_features_of(fs), "feature_shape": fs,
            "vocabulary": vocabulary.categories, "shards": shards}
     atomic_write_text(json.dumps(doc, indent=1), folder / MANIFEST)
