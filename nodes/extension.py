@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
+from .block_map import SSAEBlockMap
 from .capture import SSAECaptureConditioning, SSAECaptureFeatures
 from .common import register_model_folder
 from .concepts import SSAEConceptVector
@@ -18,7 +19,7 @@ from .train import SSAETrain
 class SSAEExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [SSAELoader, SSAESave, SSAEConceptVector, SSAEApplyConditioning, SSAEPatchModel, SSAEPromptSet,
-                SSAECaptureConditioning, SSAECaptureFeatures, SSAESaveFeatures, SSAETrain]
+                SSAECaptureConditioning, SSAECaptureFeatures, SSAESaveFeatures, SSAETrain, SSAEBlockMap]
 
 
 async def comfy_entrypoint() -> SSAEExtension:

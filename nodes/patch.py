@@ -69,33 +69,44 @@ class SSAEPatchModel(io.ComfyNode):
     def execute(cls, model, concepts: SSAEConcepts, strength: float, start_percent: float, end_percent: float,
                 apply_to: str, site: str = "", context: str = "", mode: str = "attention keys/values",
                 blocks: str = "this site and every later block", scale: str = "fixed") -> io.NodeOutput:
-        ssae = concepts.ssae
         with node_errors():
-            name = site.strip() or ssae.site
-            if name == "conditioning":
-                raise SSAEError("this SSAE was trained on the conditioning: use SSAE Apply to Conditioning, not a "
-                                "block patch")
-            target = parse_block_site(name)
-            depth, hidden = mmdit_geometry(model)
-            check_site(target, depth, hidden, channel_width(ssae.feature_shape))
-            kind = MODES[mode] if target.stream == "txt" else "residual"
-            places = edit_blocks(target, depth, kind, BLOCKS[blocks] and kind == "kv")
-            delta = concepts.choice.delta(ssae, context)
-            reference = None
-            if SCALES[scale] == "matched":
-                if not context.strip():
-                    raise SSAEError("an edit matched to the stream's norm needs the context (the prompt being "
-                                    "edited) to know its features' norm: fill in context, or choose scale fixed")
-                reference = ssae.reconstruct([ssae.vocabulary.parse_labels(context)])[0]
-            edit, vec = block_edit_parts(delta.features, ssae.feature_shape, strength, target.stream, reference)
-            window = sigma_window(model, start_percent, end_percent)
-            m = model
-            for block, position, with_stream in places:
-                if with_stream or vec is not None:
-                    m = patch_block(m, block, BlockEdit(target.stream, edit if with_stream else None, position, kind,
-                                                        vec, strength, sigma_window=window, apply_to=apply_to))
-        how = {v: k for k, v in MODES.items()}[kind]
-        text = f"{target}, {how}, {blocks if kind == 'kv' else 'one block'}: {edit.describe()}"
-        if vec is not None:
-            text += f"; modulation vector edited in blocks {places[0][0]}..{depth - 1}"
-        return io.NodeOutput(m, ui=show_notes(text, delta.notes))
+            m, text, notes = patched_model(model, concepts, strength, start_percent, end_percent, apply_to, site,
+                                           context, mode, blocks, scale)
+        return io.NodeOutput(m, ui=show_notes(text, notes))
+
+
+def patched_model(model, concepts: SSAEConcepts, strength: float, start_percent: float = 0.0,
+                  end_percent: float = 1.0, apply_to: str = "positive", site: str = "", context: str = "",
+                  mode: str = "attention keys/values", blocks: str = "this site and every later block",
+                  scale: str = "fixed"):
+    """(a patched copy of `model`, what it does, what the context left out): SSAE Patch Model's work, with its
+    options by their names in the node (SSAE Block Map patches through it too)."""
+    ssae = concepts.ssae
+    name = site.strip() or ssae.site
+    if name == "conditioning":
+        raise SSAEError("this SSAE was trained on the conditioning: use SSAE Apply to Conditioning, not a "
+                        "block patch")
+    target = parse_block_site(name)
+    depth, hidden = mmdit_geometry(model)
+    check_site(target, depth, hidden, channel_width(ssae.feature_shape))
+    kind = MODES[mode] if target.stream == "txt" else "residual"
+    places = edit_blocks(target, depth, kind, BLOCKS[blocks] and kind == "kv")
+    delta = concepts.choice.delta(ssae, context)
+    reference = None
+    if SCALES[scale] == "matched":
+        if not context.strip():
+            raise SSAEError("an edit matched to the stream's norm needs the context (the prompt being "
+                            "edited) to know its features' norm: fill in context, or choose scale fixed")
+        reference = ssae.reconstruct([ssae.vocabulary.parse_labels(context)])[0]
+    edit, vec = block_edit_parts(delta.features, ssae.feature_shape, strength, target.stream, reference)
+    window = sigma_window(model, start_percent, end_percent)
+    m = model
+    for block, position, with_stream in places:
+        if with_stream or vec is not None:
+            m = patch_block(m, block, BlockEdit(target.stream, edit if with_stream else None, position, kind,
+                                                vec, strength, sigma_window=window, apply_to=apply_to))
+    how = {v: k for k, v in MODES.items()}[kind]
+    text = f"{target}, {how}, {blocks if kind == 'kv' else 'one block'}: {edit.describe()}"
+    if vec is not None:
+        text += f"; modulation vector edited in blocks {places[0][0]}..{depth - 1}"
+    return m, text, delta.notes

@@ -174,12 +174,16 @@ def atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path
 
 
 def atomic_write_text(text: str, path: str | Path) -> Path:
+    return atomic_write_bytes(text.encode("utf-8"), path)
+
+
+def atomic_write_bytes(data: bytes, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         _fsync_replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

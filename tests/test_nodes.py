@@ -5,6 +5,7 @@ what needs ComfyUI itself."""
 import asyncio
 import functools
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -60,7 +61,8 @@ COMBOS = [list(c) for c in VOCAB.all_combinations()]
 def test_every_node_is_exported_with_a_schema_that_matches_execute(host):
     assert sorted(host.nodes) == sorted(["SSAELoader", "SSAESave", "SSAEConceptVector", "SSAEApplyConditioning",
                                           "SSAEPatchModel", "SSAEPromptSet", "SSAECaptureConditioning",
-                                          "SSAECaptureFeatures", "SSAESaveFeatures", "SSAETrain"])
+                                          "SSAECaptureFeatures", "SSAESaveFeatures", "SSAETrain",
+                                          "SSAEBlockMap"])
     for cls in host.nodes.values():
         host.check(cls)
     assert ("GET", "/ssae/concepts") in host.server.routes.handlers
@@ -136,15 +138,15 @@ def sample_with(host, model, positive, negative, passes="batched", **kw):
                                  **kw)
 
 
-def capture_block(host, site, rows, passes, steps="mean", guidance=(), name="block", **capture):
-    """One press of the block loop: SSAECaptureFeatures for a few prompts, each sampled (positive prompt of `rows` =
-    (CLIP, T5) rows beside a 77 + 77 negative), then SSAESaveFeatures; returns the saved set."""
+def capture_block(host, site, rows, passes, steps="mean", guidance=(), name="block", combos=COMBOS[:4], **capture):
+    """One press of the block loop: SSAECaptureFeatures for a few prompts (`combos`), each sampled (positive prompt of
+    `rows` = (CLIP, T5) rows beside a 77 + 77 negative), then SSAESaveFeatures; returns the saved set."""
     import ssae
     n = host.nodes
     model = host.sampling.tiny_model()
     captured, latents = [], []
     negative = encode([], 77, 77)
-    for i, c in enumerate(COMBOS[:4]):
+    for i, c in enumerate(combos):
         m, sample = host.run(n["SSAECaptureFeatures"], model=model, site=site, sample=labelled(c), steps=steps,
                               **capture).args
         latents.append(sample_with(host, m, encode(c, *rows, seed=i), negative, passes, guidance_blocks=guidance))
@@ -285,3 +287,77 @@ def test_block_input_capture_and_the_default_patch_carry_the_modulation_vector(h
     assert not torch.allclose(outs["default"], outs["residual"], atol=1e-4)
     assert not torch.allclose(outs["default"], outs["one"], atol=1e-4)
     assert "patches_replace" not in base.model_options.get("transformer_options", {}), "the input model is unchanged"
+
+
+def test_block_map_reads_how_far_each_site_moves_the_sample(host):
+    """Issue 18, the map on any model: SSAEs at three block sites (and a conditioning one the pattern also matches)
+    mapped from one prompt. Every sample starts from the same noise; each table entry is the distance that SSAE
+    Patch Model's default edit, sampled by hand, moves the sample; strength 0 moves nothing; what was left out
+    and what the context misses are said on the node; the table and heat map are written."""
+    import ssae
+    from ssae.train import PRESETS
+    n = host.nodes
+    folder = host.folder_paths.get_folder_paths("ssae")[0]
+    sites = ["joint_blocks.1.txt_in", "joint_blocks.0.img", "joint_blocks.0.txt_in"]
+    models = {}
+    for k, site in enumerate(sites):
+        data = capture_block(host, site, (77, 0), "batched", name=f"map_{k}", combos=COMBOS[::2])
+        ssae.train(data, PRESETS["additive"]).ssae.save(f"{folder}/map_{k}.safetensors")
+        models[site] = ssae.SSAE.load(f"{folder}/map_{k}.safetensors")  # as stored (the readout in half precision)
+    x = VOCAB.mask(COMBOS) @ torch.randn(VOCAB.n_concepts, 8, generator=torch.Generator().manual_seed(0))
+    cond = ssae.save_features(f"{folder}/cond_set.safetensors", x, VOCAB, COMBOS, site="conditioning")
+    ssae.train(ssae.load_features(cond), PRESETS["additive"]).ssae.save(f"{folder}/map_conditioning.safetensors")
+    base = host.sampling.tiny_model()
+    combo = COMBOS[0]
+    positive, negative = encode(combo, 77, 0), encode([], 77, 0)
+    latent = {"samples": torch.zeros(1, 4, 4, 4)}
+    context = VOCAB.prompt(combo[:3])  # names three of the four categories
+    run = functools.partial(host.run, n["SSAEBlockMap"], model=base, positive=positive, negative=negative,
+                            latent_image=latent, seed=5, steps=2, cfg=2.0, sampler_name="euler",
+                            scheduler="simple", ssae_files="map_*", context=context)
+    out = run(strength=3.0, filename_prefix="maps/tiny")
+    image, edited = out.args
+    text = out.ui["text"][0]
+    assert out.ui["images"] == [{"filename": "tiny.png", "subfolder": "maps", "type": "output"}]
+    report = json.loads(open(host.folder_paths.get_output_directory() + "/maps/tiny.json").read())
+    assert list(report["sites"]) == ["joint_blocks.0.txt_in", "joint_blocks.0.img", "joint_blocks.1.txt_in"]
+    swaps = report["swaps"]
+    assert [s["category"] for s in swaps] == list(VOCAB.categories)[:3] and report["cases"] == 3
+    assert edited["samples"].shape == (3 * 3 + 1, 4, 4, 4) and image.ndim == 4 and image.shape[-1] == 3
+    noise = torch.randn(1, 4, 4, 4, generator=torch.manual_seed(5))
+    plain = host.sampling.sample(base, host.sampling.Cond(positive[0][0], positive[0][1]["pooled_output"]),
+                                 host.sampling.Cond(negative[0][0], negative[0][1]["pooled_output"]), steps=2,
+                                 noise=noise)
+    assert torch.equal(edited["samples"][-1:], plain), "the reference is the unedited sample"
+    for k, site in enumerate(report["sites"]):
+        for j, s in enumerate(swaps):
+            choice = json.dumps({"add": {s["new"]: 1}, "remove": {s["old"]: 1}})
+            concepts = host.run(n["SSAEConceptVector"], ssae=models[site], mode="edit", concepts=choice).args[0]
+            patched = host.run(n["SSAEPatchModel"], model=base, concepts=concepts, strength=3.0,
+                               context=context).args[0]
+            by_hand = sample_with(host, patched, positive, negative, steps=2, noise=noise)
+            torch.testing.assert_close(edited["samples"][3 * k + j:3 * k + j + 1], by_hand)
+            want = float((by_hand - plain).norm() / plain.norm())
+            assert report["sites"][site]["movement_per_category"][s["category"]] == pytest.approx(want)
+            assert want > 1e-3, (site, s)
+    assert "map_conditioning.safetensors was trained on the conditioning, not a block: left out of the map" in text
+    assert "nothing of pose" in text and "wrote tiny.json and .png" in text
+    assert Path(host.folder_paths.get_output_directory(), "maps", "tiny.png").stat().st_size and image.std() > 0.05
+    still = run(strength=0.0)
+    assert still.ui["images"] == [{"filename": "ssae_block_map.png", "subfolder": "", "type": "output"}]
+    report = json.loads(open(host.folder_paths.get_output_directory() + "/ssae_block_map.json").read())
+    assert all(v == 0.0 for site in report["sites"].values() for v in site["movement_per_category"].values())
+    assert torch.equal(still.args[1]["samples"][:1], plain)
+
+
+def test_block_map_refuses_what_it_cannot_map(host):
+    run = functools.partial(host.run, host.nodes["SSAEBlockMap"], model=host.sampling.tiny_model(),
+                            positive=encode(COMBOS[0]), negative=encode([]),
+                            latent_image={"samples": torch.zeros(1, 4, 4, 4)}, sampler_name="euler",
+                            scheduler="simple", context=VOCAB.prompt(COMBOS[0]))
+    with pytest.raises(ValueError, match="no SSAE in models/ssae matches 'nothing_\\*'"):
+        run(ssae_files="nothing_*")
+    with pytest.raises(ValueError, match="all trained on the conditioning"):
+        run(ssae_files="map_conditioning*")
+    with pytest.raises(ValueError, match="needs the context"):
+        run(ssae_files="map_*", context="")

@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from ssae.world.block_map import capture_sites_graph, heat_map, map_edit_graph, map_sites, success_grid
+from ssae.block_map import heat_map, site_grid
+from ssae.world.block_map import capture_sites_graph, map_edit_graph, map_sites, reading_agreement
 from ssae.world.build import COMFY_NAMES
 from ssae.world.evaluate import EditCase
 from ssae.world.measure import fragments, object_mask
@@ -50,14 +51,27 @@ def test_capture_graph_chains_one_capture_per_site_on_one_sampler():
     assert {e[k]["inputs"]["seed"] for k in e if k.startswith("sample_")} == {7}
 
 
+def test_agreement_of_the_movement_reading_with_the_pixels():
+    sites = {"a": ([1.0, 1.0], [0.9, 0.2]), "b": ([0.0, 1.0], [0.1, 0.4]), "c": ([0.0, 0.0], [0.3, 0.1])}
+    report = {"categories": ["shape", "colour"], "sites": {
+        f"joint_blocks.0.{k}": {"success_per_category": dict(zip(["shape", "colour"], s)),
+                                "movement_per_category": dict(zip(["shape", "colour"], m))}
+        for k, (s, m) in sites.items()}}
+    r = reading_agreement(report)
+    assert r["most_moved_is_best_site"] == {"shape": True, "colour": True}  # colour: b moves most, b succeeds
+    assert r["rank_correlation"] == pytest.approx(0.6931, abs=1e-4)  # scipy.stats.spearmanr gives the same
+    report["sites"]["joint_blocks.0.c"]["movement_per_category"]["shape"] = 2.0
+    assert reading_agreement(report)["most_moved_is_best_site"]["shape"] is False
+
+
 def test_heat_map_is_blocks_by_categories_per_stream():
     cats = list(CONCEPT.categories)
     report = {"depth": 2, "streams": ["txt_in", "img"], "categories": cats, "cases": 8, "sites": {
         "joint_blocks.0.txt_in": {"success_per_category": dict(zip(cats, [1.0, 0.5, 0.0, 1.0]))},
         "joint_blocks.1.img": {"success_per_category": dict(zip(cats, [0.0, 0.0, 0.25, 0.0]))}}}
-    grid = success_grid(report, "txt_in")
+    grid = site_grid(report, "txt_in")
     assert grid.shape == (2, 4) and grid[0].tolist() == [1.0, 0.5, 0.0, 1.0] and np.isnan(grid[1]).all()
-    assert success_grid(report, "img")[1, 2] == 0.25
+    assert site_grid(report, "img")[1, 2] == 0.25
     img = heat_map(report)
     assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 and img.std() > 10
 
@@ -77,5 +91,10 @@ def test_block_map_of_a_server_that_edits_exactly(spec, tmp_path):
     for site in r["sites"].values():
         assert site["success"] == site["preservation"] == 1.0
         assert site["success_per_category"] == dict.fromkeys(spec.categories, 1.0)
+        assert site["movement_per_category"] == dict.fromkeys(spec.categories, 1.0)
+    assert r["agreement"] == {"most_moved_is_best_site": dict.fromkeys(spec.categories, True),
+                              "rank_correlation": None}, "one reading is the same everywhere: no correlation"
+    assert r["movement_swaps"] == 4 * sum(len(v) - 1 for v in spec.categories.values())
     assert json.loads((tmp_path / "map" / "block_map.json").read_text())["sites"] == r["sites"]
     assert (tmp_path / "map" / "block_map.png").stat().st_size
+    assert (tmp_path / "map" / "block_map_movement.png").stat().st_size

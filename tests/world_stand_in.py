@@ -3,6 +3,7 @@ graph asks, so every measure reads perfect and a wrong measure shows."""
 from __future__ import annotations
 
 import json
+import re
 
 from ssae.world.render import render
 from ssae.world.scene import random_scene
@@ -14,13 +15,34 @@ class PerfectComfy:
 
     def __init__(self, spec):
         self.spec, self.vocab = spec, spec.vocabulary()
+        self.files: dict[str, str] = {}  # SSAE files saved, by name
+        self.maps: dict[str, bytes] = {}  # SSAE Block Map tables written, by file name
 
     def run(self, graph, timeout=0):
         text = ["trained default on 10 samples, held-out EV 0.9000"] if "train" in graph else []
+        if "save" in graph:
+            name = graph["save"]["inputs"]["filename"]
+            self.files[name] = re.sub(r".*joint_blocks_(\d+)_(\w+)$", r"joint_blocks.\1.\2", name)
         return {"outputs": {"train": {"text": text}}}
 
     def run_all(self, graphs, progress=None, timeout=0):
-        return [{"graph": g, "outputs": {k: {"images": [{}]} for k in g if k.startswith("save_")}} for g in graphs]
+        return [{"graph": g, "outputs": {k: {"images": [self._map(g[k]["inputs"]) if k == "map" else {}]}
+                                         for k in g if k.startswith("save_") or k == "map"}} for g in graphs]
+
+    def _map(self, inputs: dict) -> dict:
+        """SSAE Block Map's table for a perfect model: every swap at every site it maps moves the sample by 1."""
+        pattern = inputs["ssae_files"].removesuffix("*")
+        sites = [site for name, site in self.files.items() if name.startswith(pattern)]
+        combo = self.vocab.parse_prompt(inputs["context"])
+        per = {c: 1.0 for c, options in self.vocab.categories.items() if any(x in options for x in combo)}
+        swaps = sum(min(inputs["swaps_per_category"], len(o) - 1) for o in self.vocab.categories.values())
+        folder, _, name = inputs["filename_prefix"].rpartition("/")
+        self.maps[name + ".json"] = json.dumps({"cases": swaps, "sites": {
+            s: {"movement": 1.0, "movement_per_category": per} for s in sites}}).encode()
+        return {"filename": name + ".png", "subfolder": folder, "type": "output"}
+
+    def file(self, locator):
+        return self.maps[locator["filename"]]
 
     def images(self, entry, node=None):
         g, key = entry["graph"], node.removeprefix("save_")

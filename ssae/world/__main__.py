@@ -61,7 +61,7 @@ def cmd_block_map(a: argparse.Namespace) -> int:
     from .build import load_world
     from .comfy_client import ComfyClient
     settings = MapSettings(prompts=a.prompts, cases_per_category=a.cases_per_category, strength=a.strength,
-                           seed=a.seed)
+                           seed=a.seed, movement_prompts=a.movement_prompts)
     report = block_map(ComfyClient(a.url), load_world(a.dir), a.out, settings, progress=not a.no_progress)
     if a.json:
         print(json.dumps(report))
@@ -69,6 +69,12 @@ def cmd_block_map(a: argparse.Namespace) -> int:
         for site, r in report["sites"].items():
             per = ", ".join(f"{k} {v:.2f}" for k, v in r["success_per_category"].items())
             print(f"{site}: success {r['success']:.3f} ({per}), preservation {r['preservation']:.3f}")
+            if "movement_per_category" in r:
+                print("  moves the sample: " + ", ".join(f"{k} {v:.3f}" for k, v in r["movement_per_category"].items()))
+        if "agreement" in report:
+            print(f"movement vs pixels: rank correlation {report['agreement']['rank_correlation']:.2f}; most-moved "
+                  f"site is a best site for {sum(report['agreement']['most_moved_is_best_site'].values())} of "
+                  f"{len(report['categories'])} categories")
     return 0
 
 
@@ -161,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--cases-per-category", type=_at_least(1, "cases"), default=4, help="edit cases per category")
     m.add_argument("--strength", type=float, default=MapSettings.strength, help="the edit's strength")
     m.add_argument("--seed", type=int, default=0, help="the capture's sampling seed and the edit cases")
+    m.add_argument("--movement-prompts", type=_at_least(0, "movement prompts"), default=MapSettings.movement_prompts,
+                   help="prompts the SSAE Block Map node maps by how far each edit moves the sample (the reading "
+                        "for models without ground truth), compared with the pixels; 0: none")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if a.threads:

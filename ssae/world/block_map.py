@@ -4,8 +4,12 @@
 a chain of SSAE Capture Features nodes (one per site, all on one model, so one sampling pass feeds every site),
 SSAE Train fits the `default` SSAE on each site, then each edit case (a few swaps per category) is sampled
 unedited and edited at every site by SSAE Patch Model with its default mode, all from the case's seed. The
-table is the edit success per (site, category) and the preservation per site; the heat map shows the success
-as blocks x categories, one panel per stream.
+table is the edit success per (site, category) and the preservation per site; the heat map (`ssae.block_map`,
+shared with the SSAE Block Map node) shows the success as blocks x categories, one panel per stream.
+
+Beside it, the reading a real model allows: the SSAE Block Map node, run on a few prompts with the same SSAE
+files, gives how far each edit moves the sample (`movement_per_category`, `block_map_movement.png`), and
+`agreement` says how well that reading finds the sites the pixels say carry each attribute.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..safefile import atomic_write_text
+from ..block_map import heat_map, save_map
 from .build import BuiltWorld
 from .cases import EditCase, edit_cases
 from .comfy_client import ComfyClient
@@ -39,6 +43,9 @@ class MapSettings:
     strength: float = 1.0
     """The edit's strength (SSAE Patch Model's, with its default mode and blocks)."""
     seed: int = 0
+    movement_prompts: int = 4
+    """Prompts the SSAE Block Map node maps (the reading for models without ground truth), each with every
+    swap of every category, for its table beside the pixels' (0: none)."""
 
 
 def map_sites(depth: int) -> list[str]:
@@ -78,6 +85,36 @@ def map_edit_graph(names: dict[str, str], files: dict[str, str], prompt: str, ca
     return g
 
 
+def movement_graph(names: dict[str, str], pattern: str, prompt: str, seed: int, sampling, strength: float,
+                   swaps: int, prefix: str) -> dict:
+    """One press of the SSAE Block Map node (id `map`) on `prompt`, mapping the SSAEs of models/ssae that match
+    `pattern`, its table and heat map written as `prefix`.json / .png."""
+    g = _prompted(names, prompt)
+    g["map"] = {"class_type": "SSAEBlockMap", "inputs": {
+        "model": ["model", 0], "positive": ["positive", 0], "negative": ["negative", 0],
+        "latent_image": ["latent", 0], "seed": seed, "steps": sampling.steps, "cfg": sampling.cfg,
+        "sampler_name": sampling.sampler, "scheduler": sampling.scheduler, "ssae_files": pattern, "context": prompt,
+        "swaps_per_category": swaps, "strength": strength, "filename_prefix": prefix}}
+    return g
+
+
+def movement_reading(client: ComfyClient, built: BuiltWorld, pattern: str, combos: list[tuple[str, ...]],
+                     settings: MapSettings, tag: str) -> tuple[dict[str, dict[str, float]], int]:
+    """(site -> {category: movement}, swaps made): the SSAE Block Map node's table on each of `combos` (every
+    other concept of each category swapped in), averaged over the prompts."""
+    world, sampling = built.world, built.recipe.sampling
+    swaps = max(len(v) for v in world.vocabulary.categories.values()) - 1
+    graphs = [movement_graph(built.comfy_names, pattern, world.prompt(c), settings.seed + i, sampling,
+                             settings.strength, swaps, f"{tag}/movement_{i:02d}") for i, c in enumerate(combos)]
+    tables = []
+    for entry in client.run_all(graphs, timeout=1800):
+        (shown,) = entry["outputs"]["map"]["images"]
+        tables.append(json.loads(client.file(shown | {"filename": shown["filename"].replace(".png", ".json")})))
+    table = {site: {c: float(np.mean([t["sites"][site]["movement_per_category"][c] for t in tables]))
+                     for c in world.vocabulary.categories} for site in tables[0]["sites"]}
+    return table, sum(t["cases"] for t in tables)
+
+
 def block_map(client: ComfyClient, built: BuiltWorld, out: str | Path | None = None,
               settings: MapSettings = MapSettings(), progress: bool = False) -> dict:
     """The map through the server at `client`; writes block_map.json and block_map.png to `out` (default
@@ -110,51 +147,47 @@ def block_map(client: ComfyClient, built: BuiltWorld, out: str | Path | None = N
     keys = ["base", *(f"site_{k}" for k in range(len(sites)))]
     readings = {key: [read_image(imgs[key], world.spec) for imgs in images] for key in keys}
     scores = {site: edit_scores(readings["base"], readings[f"site_{k}"], cases) for k, site in enumerate(sites)}
+    edits_seconds = time.perf_counter() - t
+    movement, swaps = {}, 0
+    if settings.movement_prompts:
+        combos = [c.combo for c in cases[:settings.movement_prompts]]
+        movement, swaps = movement_reading(client, built, f"{tag}_*", combos, settings, tag)
     report = {
         "sites": {site: {"success": s["success"], "preservation": s["preservation"],
-                         "success_per_category": s["success_per_category"]} for site, s in scores.items()},
+                         "success_per_category": s["success_per_category"]}
+                  | ({"movement_per_category": movement[site]} if movement else {}) for site, s in scores.items()},
         "depth": depth, "streams": list(STREAMS), "categories": list(categories), "cases": len(cases),
         "settings": asdict(settings), "world": built.hashes["world"],
-        "seconds": {"capture_and_train": capture_seconds, "edits": time.perf_counter() - t,
-                    "total": time.perf_counter() - t0},
+        "seconds": {"capture_and_train": capture_seconds, "edits": edits_seconds,
+                    "movement": time.perf_counter() - t - edits_seconds, "total": time.perf_counter() - t0},
     }
-    out.mkdir(parents=True, exist_ok=True)
-    save_png(heat_map(report), out / "block_map.png")
-    atomic_write_text(json.dumps(report, indent=1) + "\n", out / "block_map.json")
+    if movement:
+        report["agreement"] = reading_agreement(report)
+        report["movement_swaps"] = swaps
+        save_png(heat_map(report, "movement_per_category", "how far an edit moves the sample", None, swaps),
+                 out / "block_map_movement.png")
+    save_map(report, heat_map(report), out / "block_map")
     return report
 
 
-def success_grid(report: dict, stream: str) -> np.ndarray:
-    """[blocks, categories] edit success of one stream's sites (NaN where a site was not mapped)."""
-    grid = np.full((report["depth"], len(report["categories"])), np.nan)
-    for i in range(report["depth"]):
-        site = report["sites"].get(f"joint_blocks.{i}.{stream}")
-        if site is not None:
-            grid[i] = [site["success_per_category"].get(c, np.nan) for c in report["categories"]]
-    return grid
+def reading_agreement(report: dict) -> dict:
+    """How well the movement reading (what a real model gives) finds what the pixels say: per category, whether the
+    site that moves the sample most is one where the edit succeeds best, and the rank correlation of the two
+    readings over every (site, category) cell (Spearman's, ties given their average rank)."""
+    sites, categories = report["sites"], report["categories"]
+    success = np.array([[sites[s]["success_per_category"][c] for c in categories] for s in sites])
+    movement = np.array([[sites[s]["movement_per_category"][c] for c in categories] for s in sites])
+    best = {c: bool(success[movement[:, j].argmax(), j] == success[:, j].max()) for j, c in enumerate(categories)}
+    a, b = _ranks(success.ravel()), _ranks(movement.ravel())
+    return {"most_moved_is_best_site": best,  # None: one reading is the same in every cell, so no rank order
+            "rank_correlation": float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else None}
 
 
-def heat_map(report: dict) -> np.ndarray:
-    """uint8 [H, W, 3]: edit success, blocks (rows) x categories (columns), one panel per stream."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    streams = report["streams"]
-    fig, axes = plt.subplots(1, len(streams), figsize=(3.2 * len(streams) + 0.6, 0.5 * report["depth"] + 1.6),
-                             dpi=100, squeeze=False)
-    titles = {"txt_in": "text stream, block input", "img": "image stream, block output"}
-    for ax, stream in zip(axes[0], streams):
-        grid = success_grid(report, stream)
-        ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        for (i, j), v in np.ndenumerate(grid):
-            ax.text(j, i, "–" if np.isnan(v) else f"{v:.2f}", ha="center", va="center",
-                    color="black" if v > 0.6 else "white", fontsize=9)
-        ax.set_xticks(range(len(report["categories"])), report["categories"], fontsize=8)
-        ax.set_yticks(range(report["depth"]), [f"block {i}" for i in range(report["depth"])], fontsize=8)
-        ax.set_title(titles.get(stream, stream), fontsize=9)
-    fig.suptitle(f"edit success per block and category ({report['cases']} swaps)", fontsize=10)
-    fig.tight_layout()
-    fig.canvas.draw()
-    img = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
-    return img
+def _ranks(a: np.ndarray) -> np.ndarray:
+    """Ranks with ties given their average rank (Spearman's)."""
+    order = a.argsort(kind="stable")
+    ranks = np.empty(len(a))
+    ranks[order] = np.arange(len(a))
+    for v in np.unique(a):
+        ranks[a == v] = ranks[a == v].mean()
+    return ranks

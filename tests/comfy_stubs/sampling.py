@@ -200,11 +200,12 @@ def _nested_copy(d: dict) -> dict:
 
 
 def sample(patcher: FakeModelPatcher, positive: Cond, negative: Cond | None, steps: int = 3, passes: Passes = "batched",
-           guidance_blocks: tuple[int, ...] = (), batch: int = 1, cfg: float = 2.0, seed: int = 0) -> torch.Tensor:
-    """Euler sampling with CFG from sigma 1 to 0; the latent [batch, 4, 4, 4]."""
+           guidance_blocks: tuple[int, ...] = (), batch: int = 1, cfg: float = 2.0, seed: int = 0,
+           noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Euler sampling with CFG from sigma 1 to 0, from `noise` or [batch, 4, 4, 4] drawn with `seed`."""
     model = patcher.model
     model_options = _nested_copy(patcher.model_options)
-    x = torch.randn(batch, 4, 4, 4, generator=torch.Generator().manual_seed(seed))
+    x = torch.randn(batch, 4, 4, 4, generator=torch.Generator().manual_seed(seed)) if noise is None else noise
     sigmas = torch.linspace(1.0, 0.0, steps + 1).tolist()
     with torch.no_grad():
         for sigma, next_sigma in zip(sigmas[:-1], sigmas[1:]):

@@ -1,0 +1,152 @@
+"""Which joint block carries which concept: a table of block sites x categories and its heat map.
+
+Two readings fill the same table. In the concept world (`ssae.world.block_map`) an SSAE edit at each site is
+read in pixels (`success_per_category`). On any real model, where nothing reads a concept from pixels, the SSAE
+Block Map node reads how far each edit moves the sampled latent from the unedited one (`movement_per_category`:
+an edit of strength 0 is the identity, so the unedited sample is the strength-0 reference). Pure functions, no
+ComfyUI: the swaps to make, the distance, the table and its picture.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .block_edit import BlockSite, parse_block_site
+from .errors import SSAEError
+from .safefile import atomic_write_bytes, atomic_write_text
+from .vocab import Vocabulary
+
+STREAM_TITLES = {"txt_in": "text stream, block input", "txt": "text stream, block output",
+                 "img_in": "image stream, block input", "img": "image stream, block output"}
+
+
+@dataclass(frozen=True)
+class Swap:
+    """One edit of a map: the prompt's concept `old` of `category` replaced by `new`."""
+
+    category: str
+    old: str
+    new: str
+
+
+def category_swaps(vocabulary: Vocabulary, concepts: list[str], per_category: int,
+                   untrained: set[str] = frozenset()) -> tuple[list[Swap], list[str]]:
+    """For each category the prompt names (`concepts`, one per category at most), its concept swapped for the next
+    `per_category` concepts of the category, in vocabulary order and wrapping round, skipping `untrained` ones (an
+    SSAE cannot edit them); and notes on the categories left without a swap."""
+    if per_category < 1:
+        raise SSAEError(f"swaps per category must be 1 or more, got {per_category}")
+    swaps, notes = [], []
+    for category, options in vocabulary.categories.items():
+        held = [c for c in concepts if c in options]
+        if not held:
+            continue
+        i = options.index(held[0])
+        targets = [options[(i + k) % len(options)] for k in range(1, len(options))]
+        targets = [c for c in targets if c not in untrained][:per_category]
+        if held[0] in untrained or not targets:
+            notes.append(f"{category}: no swap ({held[0] if held[0] in untrained else 'every other concept'} is "
+                         "untrained in an SSAE of the map)")
+            continue
+        swaps += [Swap(category, held[0], new) for new in targets]
+    if not swaps:
+        raise SSAEError("the prompt names no concept of the SSAE's vocabulary that the SSAEs can swap: write the "
+                        "prompt (or its concepts) in the context" + (f" ({'; '.join(notes)})" if notes else ""))
+    return swaps, notes
+
+
+def relative_distance(reference: torch.Tensor, edited: torch.Tensor) -> float:
+    """||edited - reference|| / ||reference||: how far an edit moved a sample, as a share of the sample's size."""
+    ref = reference.float()
+    return float((edited.float() - ref).norm() / ref.norm().clamp_min(1e-12))
+
+
+def movement_table(swaps: list[Swap], distances: dict[str, list[float]]) -> dict[str, dict]:
+    """site -> {"movement": mean over swaps, "movement_per_category": {category: mean}} from each site's distances
+    (one per swap, in the order of `swaps`)."""
+    table = {}
+    for site, ds in distances.items():
+        if len(ds) != len(swaps):
+            raise ValueError(f"{site}: {len(ds)} distances for {len(swaps)} swaps")
+        per = {}
+        for s, d in zip(swaps, ds):
+            per.setdefault(s.category, []).append(d)
+        table[site] = {"movement": float(np.mean(ds)),
+                       "movement_per_category": {c: float(np.mean(v)) for c, v in per.items()}}
+    return table
+
+
+def site_order(site: str) -> tuple[int, int]:
+    """Sort key of a block site: by block, then text input, text output, image input, image output."""
+    s = parse_block_site(site)
+    return s.block, list(STREAM_TITLES).index(f"{s.stream}{'_in' if s.position == 'input' else ''}")
+
+
+def _sites(report: dict) -> list[BlockSite]:
+    return [parse_block_site(s) for s in report["sites"]]
+
+
+def map_streams(report: dict) -> list[str]:
+    """The streams of the mapped sites ('txt_in', 'img', ...), in the order they first appear."""
+    names = [f"{s.stream}{'_in' if s.position == 'input' else ''}" for s in _sites(report)]
+    return list(dict.fromkeys(names))
+
+
+def map_blocks(report: dict) -> list[int]:
+    """The blocks that hold a mapped site, in order."""
+    return sorted({s.block for s in _sites(report)})
+
+
+def site_grid(report: dict, stream: str, key: str = "success_per_category") -> np.ndarray:
+    """[mapped blocks, categories] of one stream's `key` values (NaN where a site was not mapped or a category not
+    swapped)."""
+    blocks, categories = map_blocks(report), report["categories"]
+    grid = np.full((len(blocks), len(categories)), np.nan)
+    for r, i in enumerate(blocks):
+        site = report["sites"].get(f"joint_blocks.{i}.{stream}")
+        if site is not None:
+            grid[r] = [site[key].get(c, np.nan) for c in categories]
+    return grid
+
+
+def heat_map(report: dict, key: str = "success_per_category", title: str = "edit success",
+             vmax: float | None = 1.0, swaps: int | None = None) -> np.ndarray:
+    """uint8 [H, W, 3]: `key` per block (rows) and category (columns), one panel per stream. `vmax` None: the
+    largest value, for readings with no natural top (movement); `swaps` the count in the title (default the
+    report's `cases`)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    streams, blocks = map_streams(report), map_blocks(report)
+    grids = [site_grid(report, s, key) for s in streams]
+    top = vmax if vmax is not None else max(float(np.nanmax(np.concatenate([g.ravel() for g in grids]))), 1e-12)
+    fig, axes = plt.subplots(1, len(streams), figsize=(3.2 * len(streams) + 0.6, 0.5 * len(blocks) + 1.6), dpi=100,
+                             squeeze=False)
+    for ax, stream, grid in zip(axes[0], streams, grids):
+        ax.imshow(grid, vmin=0, vmax=top, cmap="viridis", aspect="auto")
+        for (i, j), v in np.ndenumerate(grid):
+            ax.text(j, i, "–" if np.isnan(v) else f"{v:.2f}", ha="center", va="center",
+                    color="black" if v > 0.6 * top else "white", fontsize=9)
+        ax.set_xticks(range(len(report["categories"])), report["categories"], fontsize=8)
+        ax.set_yticks(range(len(blocks)), [f"block {i}" for i in blocks], fontsize=8)
+        ax.set_title(STREAM_TITLES.get(stream, stream), fontsize=9)
+    fig.suptitle(f"{title} per block and category ({swaps or report['cases']} swaps)", fontsize=10)
+    fig.tight_layout()
+    fig.canvas.draw()
+    img = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return img
+
+
+def save_map(report: dict, image: np.ndarray, base: str | Path) -> None:
+    """`base`.json (the report) and `base`.png (its heat map), each written whole or not at all."""
+    import matplotlib.image
+    png = io.BytesIO()
+    matplotlib.image.imsave(png, image, format="png")
+    atomic_write_text(json.dumps(report, indent=1) + "\n", f"{base}.json")
+    atomic_write_bytes(png.getvalue(), f"{base}.png")
