@@ -14,7 +14,16 @@ import torch
 from comfy_api.latest import io
 
 from ssae import SSAE
-from ssae.block_map import category_swaps, heat_map, movement_table, relative_distance, save_map, site_order
+from ssae.block_map import (
+    MOVEMENT,
+    MOVEMENT_TITLE,
+    category_swaps,
+    heat_map,
+    movement_table,
+    relative_distance,
+    save_map,
+    site_order,
+)
 from ssae.concepts import ConceptChoice, read_context
 from ssae.errors import SSAEError
 from ssae.paths import inside
@@ -136,10 +145,10 @@ class SSAEBlockMap(io.ComfyNode):
                       "settings": {"seed": seed, "steps": steps, "cfg": cfg, "sampler_name": sampler_name,
                                    "scheduler": scheduler, "strength": strength, "context": context},
                       "measure": "relative latent distance ||edited - reference|| / ||reference||"}
-            image = heat_map(report, "movement_per_category", "how far an edit moves the sample", vmax=None)
+            image = heat_map(report, MOVEMENT, MOVEMENT_TITLE, vmax=None)
             base = inside(folder_paths.get_output_directory(), filename_prefix)
             save_map(report, image, base)
-        strongest = {c: max(report["sites"], key=lambda site: report["sites"][site]["movement_per_category"]
+        strongest = {c: max(report["sites"], key=lambda site: report["sites"][site][MOVEMENT]
                             .get(c, -1.0)) for c in {s.category for s in swaps}}
         text = (f"mapped {len(ssaes)} sites x {len(swaps)} swaps ({1 + len(edited)} samples); moves most:\n" +
                 "\n".join(f"{c}: {site} ({report['sites'][site]['movement_per_category'][c]:.3f})"

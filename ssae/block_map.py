@@ -21,6 +21,8 @@ from .errors import SSAEError
 from .safefile import atomic_write_bytes, atomic_write_text
 from .vocab import Vocabulary
 
+MOVEMENT = "movement_per_category"
+MOVEMENT_TITLE = "how far an edit moves the sample, per block and category"
 STREAM_TITLES = {"txt_in": "text stream, block input", "txt": "text stream, block output",
                  "img_in": "image stream, block input", "img": "image stream, block output"}
 
@@ -77,7 +79,7 @@ def movement_table(swaps: list[Swap], distances: dict[str, list[float]]) -> dict
         for s, d in zip(swaps, ds):
             per.setdefault(s.category, []).append(d)
         table[site] = {"movement": float(np.mean(ds)),
-                       "movement_per_category": {c: float(np.mean(v)) for c, v in per.items()}}
+                       MOVEMENT: {c: float(np.mean(v)) for c, v in per.items()}}
     return table
 
 
@@ -114,28 +116,34 @@ def site_grid(report: dict, stream: str, key: str = "success_per_category") -> n
     return grid
 
 
-def heat_map(report: dict, key: str = "success_per_category", title: str = "edit success",
+def heat_map(report: dict, key: str = "success_per_category", title: str = "edit success per block and category",
              vmax: float | None = 1.0, swaps: int | None = None) -> np.ndarray:
-    """uint8 [H, W, 3]: `key` per block (rows) and category (columns), one panel per stream. `vmax` None: the
-    largest value, for readings with no natural top (movement); `swaps` the count in the title (default the
-    report's `cases`)."""
+    """uint8 [H, W, 3]: `key` per block (rows) and category (columns), one panel per stream, each cell written
+    out. `vmax` None, for readings with no common top (movement: a background moves more pixels than a shape):
+    each category coloured by its share of that category's largest value, so each column shows its best site.
+    `swaps`: the count in the title (default the report's `cases`)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     streams, blocks = map_streams(report), map_blocks(report)
     grids = [site_grid(report, s, key) for s in streams]
-    top = vmax if vmax is not None else max(float(np.nanmax(np.concatenate([g.ravel() for g in grids]))), 1e-12)
+    if vmax is None:
+        top = np.fmax.reduce(np.concatenate(grids), axis=0)  # NaN (no warning) for a category never swapped
+        colours = [g / np.where(top > 0, top, 1.0) for g in grids]
+        title += ", coloured per category"
+    else:
+        colours = [g / vmax for g in grids]
     fig, axes = plt.subplots(1, len(streams), figsize=(3.2 * len(streams) + 0.6, 0.5 * len(blocks) + 1.6), dpi=100,
                              squeeze=False)
-    for ax, stream, grid in zip(axes[0], streams, grids):
-        ax.imshow(grid, vmin=0, vmax=top, cmap="viridis", aspect="auto")
+    for ax, stream, grid, colour in zip(axes[0], streams, grids, colours):
+        ax.imshow(colour, vmin=0, vmax=1, cmap="viridis", aspect="auto")
         for (i, j), v in np.ndenumerate(grid):
             ax.text(j, i, "–" if np.isnan(v) else f"{v:.2f}", ha="center", va="center",
-                    color="black" if v > 0.6 * top else "white", fontsize=9)
+                    color="black" if colour[i, j] > 0.6 else "white", fontsize=9)
         ax.set_xticks(range(len(report["categories"])), report["categories"], fontsize=8)
         ax.set_yticks(range(len(blocks)), [f"block {i}" for i in blocks], fontsize=8)
         ax.set_title(STREAM_TITLES.get(stream, stream), fontsize=9)
-    fig.suptitle(f"{title} per block and category ({swaps or report['cases']} swaps)", fontsize=10)
+    fig.suptitle(f"{title} ({swaps or report['cases']} swaps)", fontsize=10)
     fig.tight_layout()
     fig.canvas.draw()
     img = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()

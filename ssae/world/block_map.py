@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..block_map import heat_map, save_map
+from ..block_map import MOVEMENT, MOVEMENT_TITLE, heat_map, save_map
 from .build import BuiltWorld
 from .cases import EditCase, edit_cases
 from .comfy_client import ComfyClient
@@ -110,7 +110,7 @@ def movement_reading(client: ComfyClient, built: BuiltWorld, pattern: str, combo
     for entry in client.run_all(graphs, timeout=1800):
         (shown,) = entry["outputs"]["map"]["images"]
         tables.append(json.loads(client.file(shown | {"filename": shown["filename"].replace(".png", ".json")})))
-    table = {site: {c: float(np.mean([t["sites"][site]["movement_per_category"][c] for t in tables]))
+    table = {site: {c: float(np.mean([t["sites"][site][MOVEMENT][c] for t in tables]))
                      for c in world.vocabulary.categories} for site in tables[0]["sites"]}
     return table, sum(t["cases"] for t in tables)
 
@@ -155,7 +155,7 @@ def block_map(client: ComfyClient, built: BuiltWorld, out: str | Path | None = N
     report = {
         "sites": {site: {"success": s["success"], "preservation": s["preservation"],
                          "success_per_category": s["success_per_category"]}
-                  | ({"movement_per_category": movement[site]} if movement else {}) for site, s in scores.items()},
+                  | ({MOVEMENT: movement[site]} if movement else {}) for site, s in scores.items()},
         "depth": depth, "streams": list(STREAMS), "categories": list(categories), "cases": len(cases),
         "settings": asdict(settings), "world": built.hashes["world"],
         "seconds": {"capture_and_train": capture_seconds, "edits": edits_seconds,
@@ -164,7 +164,7 @@ def block_map(client: ComfyClient, built: BuiltWorld, out: str | Path | None = N
     if movement:
         report["agreement"] = reading_agreement(report)
         report["movement_swaps"] = swaps
-        save_png(heat_map(report, "movement_per_category", "how far an edit moves the sample", None, swaps),
+        save_png(heat_map(report, MOVEMENT, MOVEMENT_TITLE, None, swaps),
                  out / "block_map_movement.png")
     save_map(report, heat_map(report), out / "block_map")
     return report
@@ -176,7 +176,7 @@ def reading_agreement(report: dict) -> dict:
     readings over every (site, category) cell (Spearman's, ties given their average rank)."""
     sites, categories = report["sites"], report["categories"]
     success = np.array([[sites[s]["success_per_category"][c] for c in categories] for s in sites])
-    movement = np.array([[sites[s]["movement_per_category"][c] for c in categories] for s in sites])
+    movement = np.array([[sites[s][MOVEMENT][c] for c in categories] for s in sites])
     best = {c: bool(success[movement[:, j].argmax(), j] == success[:, j].max()) for j, c in enumerate(categories)}
     a, b = _ranks(success.ravel()), _ranks(movement.ravel())
     return {"most_moved_is_best_site": best,  # None: one reading is the same in every cell, so no rank order
