@@ -151,7 +151,7 @@ class SSAEBlockMap(io.ComfyNode):
         strongest = {c: max(report["sites"], key=lambda site: report["sites"][site][MOVEMENT]
                             .get(c, -1.0)) for c in {s.category for s in swaps}}
         text = (f"mapped {len(ssaes)} sites x {len(swaps)} swaps ({1 + len(edited)} samples); moves most:\n" +
-                "\n".join(f"{c}: {site} ({report['sites'][site]['movement_per_category'][c]:.3f})"
+                "\n".join(f"{c}: {site} ({report['sites'][site][MOVEMENT][c]:.3f})"
                           for c, site in sorted(strongest.items())) +
                 f"\nwrote {os.path.basename(base)}.json and .png")
         folder = os.path.relpath(os.path.dirname(base), os.path.realpath(folder_paths.get_output_directory()))

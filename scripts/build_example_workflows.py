@@ -29,6 +29,16 @@ BLOCK_SET, BLOCK_SSAE = "portraits_block0_txt_in", "sd35m_block0_txt_in_portrait
 and edit workflows load; capture_block_features -> BLOCK_SET -> train_ssae_block -> BLOCK_SSAE likewise."""
 WORLD_COND, WORLD_BLOCK = "world_conditioning", "world_joint_blocks_0_txt_in"
 """The world loop's feature sets, and the SSAEs trained on them (same names)."""
+MAP_SITES = [f"joint_blocks.{i}.{s}" for i in (0, 6, 12, 18) for s in ("txt_in", "img")]
+"""The sites the block-map workflows capture, train and map on SD3.5 Medium (24 joint blocks)."""
+MAP_PREFIX = "sd35m_map_portraits"
+
+
+def map_name(site: str) -> str:
+    """The feature set and the SSAE of one mapped site: sd35m_map_portraits_joint_blocks_6_img."""
+    return f"{MAP_PREFIX}_{site.replace('.', '_')}"
+
+
 SAMPLER = {"seed": 42, "steps": 28, "cfg": 4.5, "sampler_name": "euler", "scheduler": "sgm_uniform", "denoise": 1.0}
 
 
@@ -105,6 +115,39 @@ PORTRAITS = {
                                 "device": "auto"}),
         "save": ("SSAESave", {"ssae": ("train", 0), "filename": BLOCK_SSAE}),
         "curve": ("PreviewImage", {"images": ("train", 1)}),
+    },
+    "block_map_capture": {
+        "ckpt": ("CheckpointLoaderSimple", {"ckpt_name": CKPT}),
+        "prompts": ("SSAEPromptSet", {"vocabulary": "", "prompts": 200, "seed": 0, "heldout_pairs": 4, "heldout": ""}),
+        "encode": ("CLIPTextEncode", {"text": ("prompts", 0), "clip": ("ckpt", 1)}),
+        **{f"capture_{k}": ("SSAECaptureFeatures", {
+            "model": ("ckpt", 0) if k == 0 else (f"capture_{k - 1}", 0), "site": site, "labels": "", "vocabulary": "",
+            "start_percent": 0.0, "end_percent": 1.0, "steps": "mean", "tokens": "auto", "sample": ("prompts", 1)})
+           for k, site in enumerate(MAP_SITES)},
+        **{k: v for k, v in sd35_tail(("encode", 0), model=(f"capture_{len(MAP_SITES) - 1}", 0)).items()
+           if k not in ("decode", "save")},
+        **{f"store_{k}": ("SSAESaveFeatures", {"features": (f"capture_{k}", 1), "samples": ("sampler", 0),
+                                               "name": map_name(site), "split": "auto", "if_exists": "replace"})
+           for k, site in enumerate(MAP_SITES)},
+    },
+    "block_map_train": {
+        key: node for k, site in enumerate(MAP_SITES) for key, node in (
+            (f"train_{k}", ("SSAETrain", {"features": map_name(site), "preset": "default", "epochs": 0, "seed": 0,
+                                          "device": "auto"})),
+            (f"save_{k}", ("SSAESave", {"ssae": (f"train_{k}", 0), "filename": map_name(site)})))
+    },
+    "block_map": {
+        "ckpt": ("CheckpointLoaderSimple", {"ckpt_name": CKPT}),
+        "prompt": ("CLIPTextEncode", {"text": PORTRAIT, "clip": ("ckpt", 1)}),
+        "negative": ("CLIPTextEncode", {"text": "", "clip": ("ckpt", 1)}),
+        "latent": ("EmptySD3LatentImage", {"width": 1024, "height": 1024, "batch_size": 1}),
+        "map": ("SSAEBlockMap", {"model": ("ckpt", 0), "positive": ("prompt", 0), "negative": ("negative", 0),
+                                 "latent_image": ("latent", 0), **{k: SAMPLER[k] for k in (
+                                     "seed", "steps", "cfg", "sampler_name", "scheduler")},
+                                 "ssae_files": MAP_PREFIX + "_*", "context": PORTRAIT, "swaps_per_category": 1,
+                                 "strength": 1.0, "filename_prefix": "ssae_block_map/sd35m_portraits"}),
+        "decode": ("VAEDecode", {"samples": ("map", 1), "vae": ("ckpt", 2)}),
+        "edited": ("PreviewImage", {"images": ("decode", 0)}),
     },
 }
 

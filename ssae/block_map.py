@@ -86,7 +86,12 @@ def movement_table(swaps: list[Swap], distances: dict[str, list[float]]) -> dict
 def site_order(site: str) -> tuple[int, int]:
     """Sort key of a block site: by block, then text input, text output, image input, image output."""
     s = parse_block_site(site)
-    return s.block, list(STREAM_TITLES).index(f"{s.stream}{'_in' if s.position == 'input' else ''}")
+    return s.block, list(STREAM_TITLES).index(_stream(s))
+
+
+def _stream(site: BlockSite) -> str:
+    """'txt_in', 'txt', 'img_in' or 'img': the last part of the site's name."""
+    return str(site).rsplit(".", 1)[1]
 
 
 def _sites(report: dict) -> list[BlockSite]:
@@ -95,8 +100,7 @@ def _sites(report: dict) -> list[BlockSite]:
 
 def map_streams(report: dict) -> list[str]:
     """The streams of the mapped sites ('txt_in', 'img', ...), in the order they first appear."""
-    names = [f"{s.stream}{'_in' if s.position == 'input' else ''}" for s in _sites(report)]
-    return list(dict.fromkeys(names))
+    return list(dict.fromkeys(_stream(s) for s in _sites(report)))
 
 
 def map_blocks(report: dict) -> list[int]:
