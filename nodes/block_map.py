@@ -17,14 +17,17 @@ from ssae import SSAE
 from ssae.block_map import (
     MOVEMENT,
     MOVEMENT_TITLE,
+    TOWARD,
+    TOWARD_TITLE,
+    best_sites,
     category_swaps,
     heat_map,
-    movement_table,
-    relative_distance,
     save_map,
     site_order,
+    site_readings,
+    swapped_prompt,
 )
-from ssae.concepts import ConceptChoice, read_context
+from ssae.concepts import read_context
 from ssae.errors import SSAEError
 from ssae.paths import inside
 
@@ -68,8 +71,9 @@ class SSAEBlockMap(io.ComfyNode):
             node_id="SSAEBlockMap", display_name="SSAE Block Map", category=CATEGORY, is_output_node=True,
             description="Which joint block carries which concept, on any SD3 / SD3.5 model. Samples the prompt once "
                         "as it is (the strength-0 reference) and once per block-site SSAE and concept swap, each "
-                        "edit made by SSAE Patch Model's default, and shows how far each edit moves the sample "
-                        "(latent distance over the reference's size) as blocks x categories. Writes the table "
+                        "edit made by SSAE Patch Model's default. With the text encoder connected, also samples "
+                        "each edited prompt and shows how far each edit goes toward it (1: all the way, 0: not at "
+                        "all); without, how far each edit moves the sample. Blocks x categories; writes the table "
                         "(JSON) and the heat map (PNG) to the output folder.",
             inputs=[
                 io.Model.Input("model", tooltip="The SD3 / SD3.5 model to map; it is not changed."),
@@ -95,6 +99,11 @@ class SSAEBlockMap(io.ComfyNode):
                                tooltip="The edit's strength, as in SSAE Patch Model."),
                 io.String.Input("filename_prefix", default="ssae_block_map",
                                 tooltip="Name of the table and heat map written to the output folder."),
+                io.Clip.Input("clip", optional=True,
+                              tooltip="The text encoder of the positive prompt: each swap's edited prompt (the "
+                                      "context with the phrase replaced) is sampled as the target an edit should "
+                                      "reach. Without it, the map reads only how far an edit moves the sample, "
+                                      "which cannot tell an edit that lands from one that breaks the image."),
             ],
             outputs=[io.Image.Output(display_name="heat map"),
                      io.Latent.Output(display_name="edited",
@@ -106,7 +115,7 @@ class SSAEBlockMap(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent_image: dict, seed: int, steps: int, cfg: float,
                 sampler_name: str, scheduler: str, ssae_files: str, context: str, swaps_per_category: int,
-                strength: float, filename_prefix: str) -> io.NodeOutput:
+                strength: float, filename_prefix: str, clip=None) -> io.NodeOutput:
         node_id = cls.hidden.unique_id if cls.hidden is not None else None
         with node_errors():
             ssaes, notes = map_ssaes(ssae_files)
@@ -121,43 +130,48 @@ class SSAEBlockMap(io.ComfyNode):
             notes += swap_notes
             latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
             noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
-            bar = comfy.utils.ProgressBar(1 + len(ssaes) * len(swaps), node_id=node_id)
+            prompts = [swapped_prompt(context, s) for s in swaps] if clip is not None else [None] * len(swaps)
+            n_samples = 1 + sum(text is not None for text in prompts) + len(ssaes) * len(swaps)
+            bar = comfy.utils.ProgressBar(n_samples, node_id=node_id)
 
-            def sample(m) -> torch.Tensor:
+            def sample(m, cond=positive) -> torch.Tensor:
                 comfy.model_management.throw_exception_if_processing_interrupted()
-                out = comfy.sample.sample(m, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
+                out = comfy.sample.sample(m, noise, steps, cfg, sampler_name, scheduler, cond, negative, latent,
                                           denoise=1.0, disable_pbar=True, seed=seed)
                 bar.update(1)
                 return out.cpu()
 
             reference = sample(model)
-            edited, distances = [], {}
-            for site, (_, ssae) in ssaes.items():
-                distances[site] = []
-                for s in swaps:
-                    choice = ConceptChoice("edit", {s.new: 1.0}, {s.old: 1.0})
-                    m, _, _ = patched_model(model, SSAEConcepts(ssae, choice), strength, context=context)
-                    edited.append(sample(m))
-                    distances[site].append(relative_distance(reference, edited[-1]))
-            report = {"sites": movement_table(swaps, distances), "categories": list(vocab.categories),
-                      "cases": len(swaps), "swaps": [vars(s) for s in swaps],
+            targets = [None if text is None else sample(model, clip.encode_from_tokens_scheduled(clip.tokenize(text)))
+                       for text in prompts]
+            unaimed = [s.old for s, text in zip(swaps, prompts) if text is None]
+            if clip is not None and unaimed:
+                notes.append(f"the context does not hold {', '.join(unaimed)} word for word, so those swaps have no "
+                             "edited prompt to aim at: write the prompt itself in the context")
+            edited = {site: [sample(patched_model(model, SSAEConcepts(ssae, s.choice), strength, context=context)[0])
+                             for s in swaps] for site, (_, ssae) in ssaes.items()}
+            report = {"sites": {site: site_readings(swaps, reference, e, targets) for site, e in edited.items()},
+                      "categories": list(vocab.categories), "cases": len(swaps), "swaps": [vars(s) for s in swaps],
                       "files": {site: name for site, (name, _) in ssaes.items()},
                       "settings": {"seed": seed, "steps": steps, "cfg": cfg, "sampler_name": sampler_name,
                                    "scheduler": scheduler, "strength": strength, "context": context},
-                      "measure": "relative latent distance ||edited - reference|| / ||reference||"}
-            image = heat_map(report, MOVEMENT, MOVEMENT_TITLE, vmax=None)
+                      "measure": {MOVEMENT: "||edited - reference|| / ||reference|| of the sampled latents",
+                                  TOWARD: "1 - ||edited - target|| / ||reference - target||, target: the edited "
+                                          "prompt sampled from the same noise"}}
+            reading = TOWARD if any(t is not None for t in targets) else MOVEMENT
+            image = (heat_map(report, TOWARD, TOWARD_TITLE, vmax=1.0) if reading == TOWARD else
+                     heat_map(report, MOVEMENT, MOVEMENT_TITLE, vmax=None))
             base = inside(folder_paths.get_output_directory(), filename_prefix)
             save_map(report, image, base)
-        strongest = {c: max(report["sites"], key=lambda site: report["sites"][site][MOVEMENT]
-                            .get(c, -1.0)) for c in {s.category for s in swaps}}
-        text = (f"mapped {len(ssaes)} sites x {len(swaps)} swaps ({1 + len(edited)} samples); moves most:\n" +
-                "\n".join(f"{c}: {site} ({report['sites'][site][MOVEMENT][c]:.3f})"
-                          for c, site in sorted(strongest.items())) +
+        best = best_sites(report, reading)
+        text = (f"mapped {len(ssaes)} sites x {len(swaps)} swaps ({n_samples} samples); "
+                f"{'goes furthest toward the edited prompt' if reading == TOWARD else 'moves the sample most'}:\n" +
+                "\n".join(f"{c}: {site} ({report['sites'][site][reading][c]:.3f})" for c, site in best.items()) +
                 f"\nwrote {os.path.basename(base)}.json and .png")
         folder = os.path.relpath(os.path.dirname(base), os.path.realpath(folder_paths.get_output_directory()))
         shown = {"filename": os.path.basename(base) + ".png", "subfolder": "" if folder == "." else folder,
                  "type": "output"}  # the heat map on the node, as Save Image shows its images
-        out = dict(latent_image, samples=torch.cat([*edited, reference]))
+        out = dict(latent_image, samples=torch.cat([x for e in edited.values() for x in e] + [reference]))
         out.pop("batch_index", None)
         return io.NodeOutput(torch.from_numpy(image.astype(np.float32) / 255.0)[None], out,
                              ui=show_notes(text, notes).as_dict() | {"images": [shown]})

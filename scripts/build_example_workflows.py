@@ -145,7 +145,8 @@ PORTRAITS = {
                                  "latent_image": ("latent", 0), **{k: SAMPLER[k] for k in (
                                      "seed", "steps", "cfg", "sampler_name", "scheduler")},
                                  "ssae_files": MAP_PREFIX + "_*", "context": PORTRAIT, "swaps_per_category": 1,
-                                 "strength": 1.0, "filename_prefix": "ssae_block_map/sd35m_portraits"}),
+                                 "strength": 1.0, "filename_prefix": "ssae_block_map/sd35m_portraits",
+                                 "clip": ("ckpt", 1)}),
         "decode": ("VAEDecode", {"samples": ("map", 1), "vae": ("ckpt", 2)}),
         "edited": ("PreviewImage", {"images": ("decode", 0)}),
     },

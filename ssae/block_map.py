@@ -1,10 +1,13 @@
 """Which joint block carries which concept: a table of block sites x categories and its heat map.
 
-Two readings fill the same table. In the concept world (`ssae.world.block_map`) an SSAE edit at each site is
-read in pixels (`success_per_category`). On any real model, where nothing reads a concept from pixels, the SSAE
-Block Map node reads how far each edit moves the sampled latent from the unedited one (`movement_per_category`:
-an edit of strength 0 is the identity, so the unedited sample is the strength-0 reference). Pure functions, no
-ComfyUI: the swaps to make, the distance, the table and its picture.
+In the concept world (`ssae.world.block_map`) an SSAE edit at each site is read in pixels
+(`success_per_category`). On any real model, where nothing reads a concept from pixels, the SSAE Block Map node
+reads the sampled latents, all from one noise: how far each edit moves the sample from the unedited one
+(`movement_per_category`; an edit of strength 0 is the identity, so the unedited sample is the strength-0
+reference), and, given the text encoder, how far it goes toward the sample of the edited prompt
+(`toward_prompt_per_category`: 1 lands on it, 0 stays put, below 0 moves away), which tells an edit that lands
+from one that only moves the image. Pure functions, no ComfyUI: the swaps to make, the readings, the table and
+its picture.
 """
 from __future__ import annotations
 
@@ -17,12 +20,15 @@ import numpy as np
 import torch
 
 from .block_edit import BlockSite, parse_block_site
+from .concepts import ConceptChoice
 from .errors import SSAEError
 from .safefile import atomic_write_bytes, atomic_write_text
 from .vocab import Vocabulary
 
 MOVEMENT = "movement_per_category"
 MOVEMENT_TITLE = "how far an edit moves the sample, per block and category"
+TOWARD = "toward_prompt_per_category"
+TOWARD_TITLE = "how far an edit goes toward the edited prompt's sample, per block and category"
 STREAM_TITLES = {"txt_in": "text stream, block input", "txt": "text stream, block output",
                  "img_in": "image stream, block input", "img": "image stream, block output"}
 
@@ -34,6 +40,10 @@ class Swap:
     category: str
     old: str
     new: str
+
+    @property
+    def choice(self) -> ConceptChoice:
+        return ConceptChoice("edit", {self.new: 1.0}, {self.old: 1.0})
 
 
 def category_swaps(vocabulary: Vocabulary, concepts: list[str], per_category: int,
@@ -68,19 +78,48 @@ def relative_distance(reference: torch.Tensor, edited: torch.Tensor) -> float:
     return float((edited.float() - ref).norm() / ref.norm().clamp_min(1e-12))
 
 
-def movement_table(swaps: list[Swap], distances: dict[str, list[float]]) -> dict[str, dict]:
-    """site -> {"movement": mean over swaps, "movement_per_category": {category: mean}} from each site's distances
-    (one per swap, in the order of `swaps`)."""
-    table = {}
-    for site, ds in distances.items():
-        if len(ds) != len(swaps):
-            raise ValueError(f"{site}: {len(ds)} distances for {len(swaps)} swaps")
-        per = {}
-        for s, d in zip(swaps, ds):
-            per.setdefault(s.category, []).append(d)
-        table[site] = {"movement": float(np.mean(ds)),
-                       MOVEMENT: {c: float(np.mean(v)) for c, v in per.items()}}
-    return table
+def toward_target(reference: torch.Tensor, edited: torch.Tensor, target: torch.Tensor) -> float:
+    """1 - ||edited - target|| / ||reference - target||: how much of the way from the unedited sample to the edited
+    prompt's sample (`target`, same noise) an edit went; 1 on it, 0 no nearer, below 0 farther."""
+    gap = (reference.float() - target.float()).norm().clamp_min(1e-12)
+    return float(1 - (edited.float() - target.float()).norm() / gap)
+
+
+def swapped_prompt(prompt: str, swap: Swap) -> str | None:
+    """The prompt with the swap's old phrase replaced by its new one, or None when the old phrase is not in the
+    prompt exactly once (a context of concept names, or a phrase written another way)."""
+    return prompt.replace(swap.old, swap.new) if prompt.count(swap.old) == 1 else None
+
+
+def per_category(swaps: list[Swap], values: list[float]) -> dict[str, float]:
+    """{category: mean of its swaps' values}; `values` one per swap, in the order of `swaps`."""
+    if len(values) != len(swaps):
+        raise ValueError(f"{len(values)} values for {len(swaps)} swaps")
+    per: dict[str, list[float]] = {}
+    for s, v in zip(swaps, values):
+        per.setdefault(s.category, []).append(v)
+    return {c: float(np.mean(v)) for c, v in per.items()}
+
+
+def site_readings(swaps: list[Swap], reference: torch.Tensor, edited: list[torch.Tensor],
+                  targets: list[torch.Tensor | None]) -> dict:
+    """One site's row of the map from its edited samples (one per swap) and the swaps' edited-prompt samples (None
+    where a swap has none): `movement` and, where there are targets, `toward_prompt`, each as a mean and per
+    category."""
+    moved = [relative_distance(reference, e) for e in edited]
+    row = {"movement": float(np.mean(moved)), MOVEMENT: per_category(swaps, moved)}
+    aimed = [(s, toward_target(reference, e, t)) for s, e, t in zip(swaps, edited, targets) if t is not None]
+    if aimed:
+        values = [v for _, v in aimed]
+        row |= {"toward_prompt": float(np.mean(values)), TOWARD: per_category([s for s, _ in aimed], values)}
+    return row
+
+
+def best_sites(report: dict, key: str) -> dict[str, str]:
+    """{category: the site whose `key` reading is largest}, for the categories the map read."""
+    sites = report["sites"]
+    read = {c for row in sites.values() for c in row.get(key, {})}
+    return {c: max(sites, key=lambda site: sites[site].get(key, {}).get(c, -np.inf)) for c in sorted(read)}
 
 
 def site_order(site: str) -> tuple[int, int]:

@@ -289,11 +289,23 @@ def test_block_input_capture_and_the_default_patch_carry_the_modulation_vector(h
     assert "patches_replace" not in base.model_options.get("transformer_options", {}), "the input model is unchanged"
 
 
-def test_block_map_reads_how_far_each_site_moves_the_sample(host):
+class TextEncoder:
+    """CLIP Text Encode's two calls on a CLIP, standing in with `encode`: the conditioning of the concepts the text
+    names."""
+
+    def tokenize(self, text: str) -> str:
+        return text
+
+    def encode_from_tokens_scheduled(self, tokens: str):
+        return encode(VOCAB.parse_labels(tokens), 77, 0)
+
+
+def test_block_map_reads_how_far_each_edit_moves_the_sample_and_goes_toward_the_edited_prompt(host):
     """Issue 18, the map on any model: SSAEs at three block sites (and a conditioning one the pattern also matches)
-    mapped from one prompt. Every sample starts from the same noise; each table entry is the distance that SSAE
-    Patch Model's default edit, sampled by hand, moves the sample; strength 0 moves nothing; what was left out
-    and what the context misses are said on the node; the table and heat map are written."""
+    mapped from one prompt. Every sample starts from the same noise; each table entry is what SSAE Patch Model's
+    default edit, sampled by hand, does: how far it moves the sample, and how far toward the edited prompt's
+    sample (the context with the phrase replaced, through the text encoder); strength 0 moves nothing; what was
+    left out and what the context misses are said on the node; the table and heat map are written."""
     import ssae
     from ssae.train import PRESETS
     n = host.nodes
@@ -308,16 +320,16 @@ def test_block_map_reads_how_far_each_site_moves_the_sample(host):
     cond = ssae.save_features(f"{folder}/cond_set.safetensors", x, VOCAB, COMBOS, site="conditioning")
     ssae.train(ssae.load_features(cond), PRESETS["additive"]).ssae.save(f"{folder}/map_conditioning.safetensors")
     base = host.sampling.tiny_model()
-    combo = COMBOS[0]
-    positive, negative = encode(combo, 77, 0), encode([], 77, 0)
+    clip = TextEncoder()
+    context = VOCAB.prompt(COMBOS[0][:3])  # names three of the four categories
+    positive, negative = clip.encode_from_tokens_scheduled(context), encode([], 77, 0)
     latent = {"samples": torch.zeros(1, 4, 4, 4)}
-    context = VOCAB.prompt(combo[:3])  # names three of the four categories
     run = functools.partial(host.run, n["SSAEBlockMap"], model=base, positive=positive, negative=negative,
                             latent_image=latent, seed=5, steps=2, cfg=2.0, sampler_name="euler",
                             scheduler="simple", ssae_files="map_*", context=context)
-    out = run(strength=3.0, filename_prefix="maps/tiny")
+    out = run(strength=3.0, filename_prefix="maps/tiny", clip=clip)
     image, edited = out.args
-    text = out.ui["text"][0]
+    text = host.ui(out)
     assert out.ui["images"] == [{"filename": "tiny.png", "subfolder": "maps", "type": "output"}]
     report = json.loads(open(host.folder_paths.get_output_directory() + "/maps/tiny.json").read())
     assert list(report["sites"]) == ["joint_blocks.0.txt_in", "joint_blocks.0.img", "joint_blocks.1.txt_in"]
@@ -331,6 +343,9 @@ def test_block_map_reads_how_far_each_site_moves_the_sample(host):
     assert torch.equal(edited["samples"][-1:], plain), "the reference is the unedited sample"
     for k, site in enumerate(report["sites"]):
         for j, s in enumerate(swaps):
+            edited_prompt = context.replace(s["old"], s["new"])
+            target = sample_with(host, base, clip.encode_from_tokens_scheduled(edited_prompt), negative, steps=2,
+                                 noise=noise)
             choice = json.dumps({"add": {s["new"]: 1}, "remove": {s["old"]: 1}})
             concepts = host.run(n["SSAEConceptVector"], ssae=models[site], mode="edit", concepts=choice).args[0]
             patched = host.run(n["SSAEPatchModel"], model=base, concepts=concepts, strength=3.0,
@@ -340,8 +355,14 @@ def test_block_map_reads_how_far_each_site_moves_the_sample(host):
             want = float((by_hand - plain).norm() / plain.norm())
             assert report["sites"][site]["movement_per_category"][s["category"]] == pytest.approx(want)
             assert want > 1e-3, (site, s)
+            toward = 1 - float((by_hand - target).norm() / (plain - target).norm())
+            assert report["sites"][site]["toward_prompt_per_category"][s["category"]] == pytest.approx(toward)
     assert "map_conditioning.safetensors was trained on the conditioning, not a block: left out of the map" in text
     assert "nothing of pose" in text and "wrote tiny.json and .png" in text
+    assert "(13 samples); goes furthest toward the edited prompt" in text
+    untargeted = run(strength=3.0, context="blond, market, hat", clip=clip, filename_prefix="maps/names")
+    assert "the context does not hold A blond girl, at a market, and a hat word for word" in host.ui(untargeted)
+    assert "(10 samples); moves the sample most" in host.ui(untargeted), "no target: the movement reading"
     assert Path(host.folder_paths.get_output_directory(), "maps", "tiny.png").stat().st_size and image.std() > 0.05
     still = run(strength=0.0)
     assert still.ui["images"] == [{"filename": "ssae_block_map.png", "subfolder": "", "type": "output"}]

@@ -57,11 +57,11 @@ def test_agreement_of_the_movement_reading_with_the_pixels():
         f"joint_blocks.0.{k}": {"success_per_category": dict(zip(["shape", "colour"], s)),
                                 "movement_per_category": dict(zip(["shape", "colour"], m))}
         for k, (s, m) in sites.items()}}
-    r = reading_agreement(report)
-    assert r["most_moved_is_best_site"] == {"shape": True, "colour": True}  # colour: b moves most, b succeeds
+    r = reading_agreement(report, "movement_per_category")
+    assert r["first_is_best_site"] == {"shape": True, "colour": True}  # colour: b moves most, b succeeds
     assert r["rank_correlation"] == pytest.approx(0.6931, abs=1e-4)  # scipy.stats.spearmanr gives the same
     report["sites"]["joint_blocks.0.c"]["movement_per_category"]["shape"] = 2.0
-    assert reading_agreement(report)["most_moved_is_best_site"]["shape"] is False
+    assert reading_agreement(report, "movement_per_category")["first_is_best_site"]["shape"] is False
 
 
 def test_heat_map_is_blocks_by_categories_per_stream():
@@ -91,10 +91,13 @@ def test_block_map_of_a_server_that_edits_exactly(spec, tmp_path):
     for site in r["sites"].values():
         assert site["success"] == site["preservation"] == 1.0
         assert site["success_per_category"] == dict.fromkeys(spec.categories, 1.0)
-        assert site["movement_per_category"] == dict.fromkeys(spec.categories, 1.0)
-    assert r["agreement"] == {"most_moved_is_best_site": dict.fromkeys(spec.categories, True),
-                              "rank_correlation": None}, "one reading is the same everywhere: no correlation"
+        assert site["movement_per_category"] == site["toward_prompt_per_category"] == dict.fromkeys(spec.categories,
+                                                                                                  1.0)
+    for key in ("movement_per_category", "toward_prompt_per_category"):
+        assert r["agreement"][key] == {"first_is_best_site": dict.fromkeys(spec.categories, True),
+                                       "rank_correlation": None}, "one reading is the same everywhere: no correlation"
     assert r["movement_swaps"] == 4 * sum(len(v) - 1 for v in spec.categories.values())
     assert json.loads((tmp_path / "map" / "block_map.json").read_text())["sites"] == r["sites"]
     assert (tmp_path / "map" / "block_map.png").stat().st_size
     assert (tmp_path / "map" / "block_map_movement.png").stat().st_size
+    assert (tmp_path / "map" / "block_map_toward.png").stat().st_size

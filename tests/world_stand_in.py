@@ -30,7 +30,8 @@ class PerfectComfy:
                                          for k in g if k.startswith("save_") or k == "map"}} for g in graphs]
 
     def _map(self, inputs: dict) -> dict:
-        """SSAE Block Map's table for a perfect model: every swap at every site it maps moves the sample by 1."""
+        """SSAE Block Map's table for a perfect model: every swap at every site it maps moves the sample by 1 and
+        lands on the edited prompt's sample."""
         pattern = inputs["ssae_files"].removesuffix("*")
         sites = [site for name, site in self.files.items() if name.startswith(pattern)]
         combo = self.vocab.parse_prompt(inputs["context"])
@@ -38,7 +39,8 @@ class PerfectComfy:
         swaps = sum(min(inputs["swaps_per_category"], len(o) - 1) for o in self.vocab.categories.values())
         folder, _, name = inputs["filename_prefix"].rpartition("/")
         self.maps[name + ".json"] = json.dumps({"cases": swaps, "sites": {
-            s: {"movement": 1.0, "movement_per_category": per} for s in sites}}).encode()
+            s: {"movement": 1.0, "movement_per_category": per, "toward_prompt": 1.0, "toward_prompt_per_category": per}
+            for s in sites}}).encode()
         return {"filename": name + ".png", "subfolder": folder, "type": "output"}
 
     def file(self, locator):

@@ -69,12 +69,15 @@ def cmd_block_map(a: argparse.Namespace) -> int:
         for site, r in report["sites"].items():
             per = ", ".join(f"{k} {v:.2f}" for k, v in r["success_per_category"].items())
             print(f"{site}: success {r['success']:.3f} ({per}), preservation {r['preservation']:.3f}")
-            if "movement_per_category" in r:
-                print("  moves the sample: " + ", ".join(f"{k} {v:.3f}" for k, v in r["movement_per_category"].items()))
-        if "agreement" in report:
-            print(f"movement vs pixels: rank correlation {report['agreement']['rank_correlation']:.2f}; most-moved "
-                  f"site is a best site for {sum(report['agreement']['most_moved_is_best_site'].values())} of "
-                  f"{len(report['categories'])} categories")
+            for key in ("movement_per_category", "toward_prompt_per_category"):
+                if key in r:
+                    print(f"  {key.removesuffix('_per_category')}: " +
+                          ", ".join(f"{k} {v:.3f}" for k, v in r[key].items()))
+        for key, a in report.get("agreement", {}).items():
+            rho = "undefined" if a["rank_correlation"] is None else f"{a['rank_correlation']:.2f}"
+            print(f"{key.removesuffix('_per_category')} vs pixels: rank correlation {rho}; its first "
+                  f"site is a best site for {sum(a['first_is_best_site'].values())} of {len(report['categories'])} "
+                  "categories")
     return 0
 
 
@@ -168,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--strength", type=float, default=MapSettings.strength, help="the edit's strength")
     m.add_argument("--seed", type=int, default=0, help="the capture's sampling seed and the edit cases")
     m.add_argument("--movement-prompts", type=_at_least(0, "movement prompts"), default=MapSettings.movement_prompts,
-                   help="prompts the SSAE Block Map node maps by how far each edit moves the sample (the reading "
-                        "for models without ground truth), compared with the pixels; 0: none")
+                   help="prompts the SSAE Block Map node maps (the readings for models without ground truth: how far "
+                        "each edit moves the sample, how far toward the edited prompt's), compared with the "
+                        "pixels; 0: none")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if a.threads:

@@ -7,9 +7,10 @@ unedited and edited at every site by SSAE Patch Model with its default mode, all
 table is the edit success per (site, category) and the preservation per site; the heat map (`ssae.block_map`,
 shared with the SSAE Block Map node) shows the success as blocks x categories, one panel per stream.
 
-Beside it, the reading a real model allows: the SSAE Block Map node, run on a few prompts with the same SSAE
-files, gives how far each edit moves the sample (`movement_per_category`, `block_map_movement.png`), and
-`agreement` says how well that reading finds the sites the pixels say carry each attribute.
+Beside it, the readings a real model allows: the SSAE Block Map node, run on a few prompts with the same SSAE
+files, gives how far each edit moves the sample (`movement_per_category`, `block_map_movement.png`) and how far
+it goes toward the edited prompt's sample (`toward_prompt_per_category`, `block_map_toward.png`), and
+`agreement` says how well each reading finds the sites the pixels say carry each attribute.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..block_map import MOVEMENT, MOVEMENT_TITLE, heat_map, save_map
+from ..block_map import MOVEMENT, MOVEMENT_TITLE, TOWARD, TOWARD_TITLE, heat_map, save_map
 from .build import BuiltWorld
 from .cases import EditCase, edit_cases
 from .comfy_client import ComfyClient
@@ -87,21 +88,22 @@ def map_edit_graph(names: dict[str, str], files: dict[str, str], prompt: str, ca
 
 def movement_graph(names: dict[str, str], pattern: str, prompt: str, seed: int, sampling, strength: float,
                    swaps: int, prefix: str) -> dict:
-    """One press of the SSAE Block Map node (id `map`) on `prompt`, mapping the SSAEs of models/ssae that match
-    `pattern`, its table and heat map written as `prefix`.json / .png."""
+    """One press of the SSAE Block Map node (id `map`) on `prompt`, with the text encoder (so both readings),
+    mapping the SSAEs of models/ssae that match `pattern`, its table and heat map written as `prefix`.json /
+    .png."""
     g = _prompted(names, prompt)
     g["map"] = {"class_type": "SSAEBlockMap", "inputs": {
         "model": ["model", 0], "positive": ["positive", 0], "negative": ["negative", 0],
         "latent_image": ["latent", 0], "seed": seed, "steps": sampling.steps, "cfg": sampling.cfg,
         "sampler_name": sampling.sampler, "scheduler": sampling.scheduler, "ssae_files": pattern, "context": prompt,
-        "swaps_per_category": swaps, "strength": strength, "filename_prefix": prefix}}
+        "swaps_per_category": swaps, "strength": strength, "filename_prefix": prefix, "clip": ["clip", 0]}}
     return g
 
 
-def movement_reading(client: ComfyClient, built: BuiltWorld, pattern: str, combos: list[tuple[str, ...]],
-                     settings: MapSettings, tag: str) -> tuple[dict[str, dict[str, float]], int]:
-    """(site -> {category: movement}, swaps made): the SSAE Block Map node's table on each of `combos` (every
-    other concept of each category swapped in), averaged over the prompts."""
+def node_readings(client: ComfyClient, built: BuiltWorld, pattern: str, combos: list[tuple[str, ...]],
+                  settings: MapSettings, tag: str) -> tuple[dict[str, dict[str, dict[str, float]]], int]:
+    """({reading: {site: {category: value}}}, swaps made): the SSAE Block Map node's two readings on each of
+    `combos` (every other concept of each category swapped in), averaged over the prompts."""
     world, sampling = built.world, built.recipe.sampling
     swaps = max(len(v) for v in world.vocabulary.categories.values()) - 1
     graphs = [movement_graph(built.comfy_names, pattern, world.prompt(c), settings.seed + i, sampling,
@@ -110,9 +112,10 @@ def movement_reading(client: ComfyClient, built: BuiltWorld, pattern: str, combo
     for entry in client.run_all(graphs, timeout=1800):
         (shown,) = entry["outputs"]["map"]["images"]
         tables.append(json.loads(client.file(shown | {"filename": shown["filename"].replace(".png", ".json")})))
-    table = {site: {c: float(np.mean([t["sites"][site][MOVEMENT][c] for t in tables]))
-                     for c in world.vocabulary.categories} for site in tables[0]["sites"]}
-    return table, sum(t["cases"] for t in tables)
+    readings = {key: {site: {c: float(np.mean([t["sites"][site][key][c] for t in tables]))
+                             for c in world.vocabulary.categories} for site in tables[0]["sites"]}
+                for key in (MOVEMENT, TOWARD)}
+    return readings, sum(t["cases"] for t in tables)
 
 
 def block_map(client: ComfyClient, built: BuiltWorld, out: str | Path | None = None,
@@ -148,38 +151,38 @@ def block_map(client: ComfyClient, built: BuiltWorld, out: str | Path | None = N
     readings = {key: [read_image(imgs[key], world.spec) for imgs in images] for key in keys}
     scores = {site: edit_scores(readings["base"], readings[f"site_{k}"], cases) for k, site in enumerate(sites)}
     edits_seconds = time.perf_counter() - t
-    movement, swaps = {}, 0
+    readings, swaps = {}, 0
     if settings.movement_prompts:
         combos = [c.combo for c in cases[:settings.movement_prompts]]
-        movement, swaps = movement_reading(client, built, f"{tag}_*", combos, settings, tag)
+        readings, swaps = node_readings(client, built, f"{tag}_*", combos, settings, tag)
     report = {
         "sites": {site: {"success": s["success"], "preservation": s["preservation"],
                          "success_per_category": s["success_per_category"]}
-                  | ({MOVEMENT: movement[site]} if movement else {}) for site, s in scores.items()},
+                  | {key: r[site] for key, r in readings.items()} for site, s in scores.items()},
         "depth": depth, "streams": list(STREAMS), "categories": list(categories), "cases": len(cases),
         "settings": asdict(settings), "world": built.hashes["world"],
         "seconds": {"capture_and_train": capture_seconds, "edits": edits_seconds,
-                    "movement": time.perf_counter() - t - edits_seconds, "total": time.perf_counter() - t0},
+                    "node_readings": time.perf_counter() - t - edits_seconds, "total": time.perf_counter() - t0},
     }
-    if movement:
-        report["agreement"] = reading_agreement(report)
+    if readings:
+        report["agreement"] = {key: reading_agreement(report, key) for key in readings}
         report["movement_swaps"] = swaps
-        save_png(heat_map(report, MOVEMENT, MOVEMENT_TITLE, None, swaps),
-                 out / "block_map_movement.png")
+        save_png(heat_map(report, MOVEMENT, MOVEMENT_TITLE, None, swaps), out / "block_map_movement.png")
+        save_png(heat_map(report, TOWARD, TOWARD_TITLE, 1.0, swaps), out / "block_map_toward.png")
     save_map(report, heat_map(report), out / "block_map")
     return report
 
 
-def reading_agreement(report: dict) -> dict:
-    """How well the movement reading (what a real model gives) finds what the pixels say: per category, whether the
-    site that moves the sample most is one where the edit succeeds best, and the rank correlation of the two
-    readings over every (site, category) cell (Spearman's, ties given their average rank)."""
+def reading_agreement(report: dict, key: str) -> dict:
+    """How well a reading a real model gives (`key`: movement, toward the prompt) finds what the pixels say: per
+    category, whether the site it ranks first is one where the edit succeeds best, and the rank correlation of the
+    two over every (site, category) cell (Spearman's, ties given their average rank)."""
     sites, categories = report["sites"], report["categories"]
     success = np.array([[sites[s]["success_per_category"][c] for c in categories] for s in sites])
-    movement = np.array([[sites[s][MOVEMENT][c] for c in categories] for s in sites])
-    best = {c: bool(success[movement[:, j].argmax(), j] == success[:, j].max()) for j, c in enumerate(categories)}
-    a, b = _ranks(success.ravel()), _ranks(movement.ravel())
-    return {"most_moved_is_best_site": best,  # None: one reading is the same in every cell, so no rank order
+    reading = np.array([[sites[s][key][c] for c in categories] for s in sites])
+    best = {c: bool(success[reading[:, j].argmax(), j] == success[:, j].max()) for j, c in enumerate(categories)}
+    a, b = _ranks(success.ravel()), _ranks(reading.ravel())
+    return {"first_is_best_site": best,  # None: one reading is the same in every cell, so no rank order
             "rank_correlation": float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else None}
 
 

@@ -45,5 +45,7 @@ def run_node(cls: type[io.ComfyNode], **inputs) -> io.NodeOutput:
 
 
 def ui_text(out: io.NodeOutput) -> str:
-    """The text a node shows (its PreviewText), '' when it shows none."""
-    return "" if out.ui is None else out.ui.value
+    """The text a node shows (its PreviewText, or the text of a ui dict), '' when it shows none."""
+    if out.ui is None:
+        return ""
+    return "\n".join(out.ui.get("text", ())) if isinstance(out.ui, dict) else out.ui.value

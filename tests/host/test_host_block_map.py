@@ -1,7 +1,7 @@
 """The block map through a real ComfyUI on the concept world: SSAEs captured and trained at every block site by
 the pack's nodes, edits read in pixels, and the SSAE Block Map node's reading (how far each edit moves the
-sample) beside them. Where the pixels say an edit at a site changes an attribute and at another site does not,
-the node must say the first site moves the sample more."""
+sample, and how far toward the edited prompt's) beside them. Where the pixels say an edit at a site changes an
+attribute and at another site does not, the node must rank the first site above the second."""
 from __future__ import annotations
 
 import pytest
@@ -25,16 +25,22 @@ def test_the_node_reads_every_site_and_category(report, comfy):
     assert list(r["sites"]) == ["joint_blocks.0.txt_in", "joint_blocks.0.img", "joint_blocks.1.txt_in",
                                 "joint_blocks.1.img"]
     for site in r["sites"].values():
-        assert sorted(site["movement_per_category"]) == sorted(categories)
+        assert sorted(site["movement_per_category"]) == sorted(site["toward_prompt_per_category"]) == sorted(categories)
         assert all(v > 0 for v in site["movement_per_category"].values())
     assert r["movement_swaps"] == 2 * sum(len(v) - 1 for v in comfy.world.world.vocabulary.categories.values())
-    assert (out / "block_map_movement.png").stat().st_size and (out / "block_map.png").stat().st_size
+    for name in ("block_map", "block_map_movement", "block_map_toward"):
+        assert (out / f"{name}.png").stat().st_size, name
 
 
-def test_the_site_that_edits_an_attribute_moves_the_sample_more_than_one_that_does_not(report):
+def test_the_site_that_edits_an_attribute_reads_above_one_that_does_not(report):
+    """Both readings rank block 0's text input (shape, colour and position edits land, in pixels) above its image
+    stream (they do not), and going toward the edited prompt's sample does so for position too, where movement
+    alone is fooled by an image stream that moves the object without moving it to the right place."""
     r, _ = report
     txt, img = r["sites"]["joint_blocks.0.txt_in"], r["sites"]["joint_blocks.0.img"]
-    for category in ("shape", "colour"):
+    for category in ("shape", "colour", "position"):
         assert txt["success_per_category"][category] > img["success_per_category"][category], category
+        assert txt["toward_prompt_per_category"][category] > img["toward_prompt_per_category"][category], category
+    for category in ("shape", "colour"):
         assert txt["movement_per_category"][category] > img["movement_per_category"][category], category
-    assert set(r["agreement"]) == {"most_moved_is_best_site", "rank_correlation"}
+    assert set(r["agreement"]) == {"movement_per_category", "toward_prompt_per_category"}

@@ -49,7 +49,7 @@ def Custom(io_type: str) -> type:
     return _typed(io_type)
 
 
-Conditioning, Model, Latent, Image = (_typed(n) for n in ("CONDITIONING", "MODEL", "LATENT", "IMAGE"))
+Conditioning, Model, Latent, Image, Clip = (_typed(n) for n in ("CONDITIONING", "MODEL", "LATENT", "IMAGE", "CLIP"))
 
 
 class Int(_typed("INT")):
