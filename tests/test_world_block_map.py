@@ -96,7 +96,7 @@ def test_block_map_of_a_server_that_edits_exactly(spec, tmp_path):
     for key in ("movement_per_category", "toward_prompt_per_category"):
         assert r["agreement"][key] == {"first_is_best_site": dict.fromkeys(spec.categories, True),
                                        "rank_correlation": None}, "one reading is the same everywhere: no correlation"
-    assert r["movement_swaps"] == 4 * sum(len(v) - 1 for v in spec.categories.values())
+    assert r["node_swaps"] == 4 * sum(len(v) - 1 for v in spec.categories.values())
     assert json.loads((tmp_path / "map" / "block_map.json").read_text())["sites"] == r["sites"]
     assert (tmp_path / "map" / "block_map.png").stat().st_size
     assert (tmp_path / "map" / "block_map_movement.png").stat().st_size

@@ -61,7 +61,7 @@ def cmd_block_map(a: argparse.Namespace) -> int:
     from .build import load_world
     from .comfy_client import ComfyClient
     settings = MapSettings(prompts=a.prompts, cases_per_category=a.cases_per_category, strength=a.strength,
-                           seed=a.seed, movement_prompts=a.movement_prompts)
+                           seed=a.seed, node_prompts=a.node_prompts)
     report = block_map(ComfyClient(a.url), load_world(a.dir), a.out, settings, progress=not a.no_progress)
     if a.json:
         print(json.dumps(report))
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--cases-per-category", type=_at_least(1, "cases"), default=4, help="edit cases per category")
     m.add_argument("--strength", type=float, default=MapSettings.strength, help="the edit's strength")
     m.add_argument("--seed", type=int, default=0, help="the capture's sampling seed and the edit cases")
-    m.add_argument("--movement-prompts", type=_at_least(0, "movement prompts"), default=MapSettings.movement_prompts,
+    m.add_argument("--node-prompts", type=_at_least(0, "node prompts"), default=MapSettings.node_prompts,
                    help="prompts the SSAE Block Map node maps (the readings for models without ground truth: how far "
                         "each edit moves the sample, how far toward the edited prompt's), compared with the "
                         "pixels; 0: none")

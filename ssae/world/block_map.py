@@ -44,9 +44,9 @@ class MapSettings:
     strength: float = 1.0
     """The edit's strength (SSAE Patch Model's, with its default mode and blocks)."""
     seed: int = 0
-    movement_prompts: int = 4
-    """Prompts the SSAE Block Map node maps (the reading for models without ground truth), each with every
-    swap of every category, for its table beside the pixels' (0: none)."""
+    node_prompts: int = 4
+    """Prompts the SSAE Block Map node maps (the readings for models without ground truth), each with every
+    swap of every category, for its tables beside the pixels' (0: none)."""
 
 
 def map_sites(depth: int) -> list[str]:
@@ -86,7 +86,7 @@ def map_edit_graph(names: dict[str, str], files: dict[str, str], prompt: str, ca
     return g
 
 
-def movement_graph(names: dict[str, str], pattern: str, prompt: str, seed: int, sampling, strength: float,
+def node_map_graph(names: dict[str, str], pattern: str, prompt: str, seed: int, sampling, strength: float,
                    swaps: int, prefix: str) -> dict:
     """One press of the SSAE Block Map node (id `map`) on `prompt`, with the text encoder (so both readings),
     mapping the SSAEs of models/ssae that match `pattern`, its table and heat map written as `prefix`.json /
@@ -106,8 +106,8 @@ def node_readings(client: ComfyClient, built: BuiltWorld, pattern: str, combos: 
     `combos` (every other concept of each category swapped in), averaged over the prompts."""
     world, sampling = built.world, built.recipe.sampling
     swaps = max(len(v) for v in world.vocabulary.categories.values()) - 1
-    graphs = [movement_graph(built.comfy_names, pattern, world.prompt(c), settings.seed + i, sampling,
-                             settings.strength, swaps, f"{tag}/movement_{i:02d}") for i, c in enumerate(combos)]
+    graphs = [node_map_graph(built.comfy_names, pattern, world.prompt(c), settings.seed + i, sampling,
+                             settings.strength, swaps, f"{tag}/node_map_{i:02d}") for i, c in enumerate(combos)]
     tables = []
     for entry in client.run_all(graphs, timeout=1800):
         (shown,) = entry["outputs"]["map"]["images"]
@@ -148,12 +148,12 @@ def block_map(client: ComfyClient, built: BuiltWorld, out: str | Path | None = N
     entries = client.run_all(graphs, "block map" if progress else None, timeout=1800)
     images = graph_images(client, graphs, entries, [f"edit_{i:04d}" for i in range(len(cases))])
     keys = ["base", *(f"site_{k}" for k in range(len(sites)))]
-    readings = {key: [read_image(imgs[key], world.spec) for imgs in images] for key in keys}
-    scores = {site: edit_scores(readings["base"], readings[f"site_{k}"], cases) for k, site in enumerate(sites)}
+    pixels = {key: [read_image(imgs[key], world.spec) for imgs in images] for key in keys}
+    scores = {site: edit_scores(pixels["base"], pixels[f"site_{k}"], cases) for k, site in enumerate(sites)}
     edits_seconds = time.perf_counter() - t
     readings, swaps = {}, 0
-    if settings.movement_prompts:
-        combos = [c.combo for c in cases[:settings.movement_prompts]]
+    if settings.node_prompts:
+        combos = [c.combo for c in cases[:settings.node_prompts]]
         readings, swaps = node_readings(client, built, f"{tag}_*", combos, settings, tag)
     report = {
         "sites": {site: {"success": s["success"], "preservation": s["preservation"],
@@ -166,7 +166,7 @@ def block_map(client: ComfyClient, built: BuiltWorld, out: str | Path | None = N
     }
     if readings:
         report["agreement"] = {key: reading_agreement(report, key) for key in readings}
-        report["movement_swaps"] = swaps
+        report["node_swaps"] = swaps
         save_png(heat_map(report, MOVEMENT, MOVEMENT_TITLE, None, swaps), out / "block_map_movement.png")
         save_png(heat_map(report, TOWARD, TOWARD_TITLE, 1.0, swaps), out / "block_map_toward.png")
     save_map(report, heat_map(report), out / "block_map")
