@@ -183,7 +183,7 @@ def heat_map(report: dict, key: str = "success_per_category", title: str = "edit
         for (i, j), v in np.ndenumerate(grid):
             ax.text(j, i, "–" if np.isnan(v) else f"{v:.2f}", ha="center", va="center",
                     color="black" if colour[i, j] > 0.6 else "white", fontsize=9)
-        ax.set_xticks(range(len(report["categories"])), report["categories"], fontsize=8)
+        ax.set_xticks(range(len(report["categories"])), report["categories"], fontsize=8, rotation=25, ha="right")
         ax.set_yticks(range(len(blocks)), [f"block {i}" for i in blocks], fontsize=8)
         ax.set_title(STREAM_TITLES.get(stream, stream), fontsize=9)
     fig.suptitle(f"{title} ({swaps or report['cases']} swaps)", fontsize=10)
