@@ -91,8 +91,9 @@ class SSAEBlockMap(io.ComfyNode):
                                         "'portraits_joint_blocks_*'): one per block site, all from one prompt set. "
                                         "Conditioning SSAEs are left out."),
                 io.String.Input("context", multiline=True, default="",
-                                tooltip="The positive prompt (or its concepts): the concepts it names are the "
-                                        "ones swapped, each for the next ones of its category."),
+                                tooltip="The positive prompt itself (or its concepts): the concepts it names are "
+                                        "swapped, each for the next ones of its category. Written as the prompt, "
+                                        "each swap's edited prompt is the target the edits are read against."),
                 io.Int.Input("swaps_per_category", default=1, min=1, max=16,
                              tooltip="Swaps per category; each is one sample per site."),
                 io.Float.Input("strength", default=1.0, min=-20.0, max=20.0, step=0.05,
