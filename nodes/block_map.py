@@ -119,11 +119,11 @@ class SSAEBlockMap(io.ComfyNode):
                 strength: float, filename_prefix: str, clip=None) -> io.NodeOutput:
         node_id = cls.hidden.unique_id if cls.hidden is not None else None
         with node_errors():
-            ssaes, notes = map_ssaes(ssae_files)
-            vocab = next(iter(ssaes.values()))[1].vocabulary
             if not context.strip():
                 raise SSAEError("the map needs the context: the positive prompt (or its concepts), to know which "
                                 "concepts to swap")
+            ssaes, notes = map_ssaes(ssae_files)
+            vocab = next(iter(ssaes.values()))[1].vocabulary
             concepts, context_notes = read_context(vocab, context)
             notes += context_notes
             untrained = set().union(*(ssae.untrained for _, ssae in ssaes.values()))
@@ -162,14 +162,15 @@ class SSAEBlockMap(io.ComfyNode):
             reading = TOWARD if any(t is not None for t in targets) else MOVEMENT
             image = (heat_map(report, TOWARD, TOWARD_TITLE, vmax=1.0) if reading == TOWARD else
                      heat_map(report, MOVEMENT, MOVEMENT_TITLE, vmax=None))
-            base = inside(folder_paths.get_output_directory(), filename_prefix)
+            output = folder_paths.get_output_directory()
+            base = inside(output, filename_prefix)
             save_map(report, image, base)
         best = best_sites(report, reading)
         text = (f"mapped {len(ssaes)} sites x {len(swaps)} swaps ({n_samples} samples); "
                 f"{'goes furthest toward the edited prompt' if reading == TOWARD else 'moves the sample most'}:\n" +
                 "\n".join(f"{c}: {site} ({report['sites'][site][reading][c]:.3f})" for c, site in best.items()) +
                 f"\nwrote {os.path.basename(base)}.json and .png")
-        folder = os.path.relpath(os.path.dirname(base), os.path.realpath(folder_paths.get_output_directory()))
+        folder = os.path.relpath(os.path.dirname(base), os.path.realpath(output))
         shown = {"filename": os.path.basename(base) + ".png", "subfolder": "" if folder == "." else folder,
                  "type": "output"}  # the heat map on the node, as Save Image shows its images
         out = dict(latent_image, samples=torch.cat([x for e in edited.values() for x in e] + [reference]))

@@ -48,7 +48,12 @@ class BlockSite:
     position: Position = "output"
 
     def __str__(self) -> str:
-        return f"joint_blocks.{self.block}.{self.stream}{'_in' if self.position == 'input' else ''}"
+        return f"joint_blocks.{self.block}.{self.part}"
+
+    @property
+    def part(self) -> str:
+        """'txt', 'txt_in', 'img' or 'img_in': the stream and its position, as the site's name ends."""
+        return f"{self.stream}{'_in' if self.position == 'input' else ''}"
 
     @property
     def reader(self) -> int:

@@ -125,12 +125,7 @@ def best_sites(report: dict, key: str) -> dict[str, str]:
 def site_order(site: str) -> tuple[int, int]:
     """Sort key of a block site: by block, then text input, text output, image input, image output."""
     s = parse_block_site(site)
-    return s.block, list(STREAM_TITLES).index(_stream(s))
-
-
-def _stream(site: BlockSite) -> str:
-    """'txt_in', 'txt', 'img_in' or 'img': the last part of the site's name."""
-    return str(site).rsplit(".", 1)[1]
+    return s.block, list(STREAM_TITLES).index(s.part)
 
 
 def _sites(report: dict) -> list[BlockSite]:
@@ -139,7 +134,7 @@ def _sites(report: dict) -> list[BlockSite]:
 
 def map_streams(report: dict) -> list[str]:
     """The streams of the mapped sites ('txt_in', 'img', ...), in the order they first appear."""
-    return list(dict.fromkeys(_stream(s) for s in _sites(report)))
+    return list(dict.fromkeys(s.part for s in _sites(report)))
 
 
 def map_blocks(report: dict) -> list[int]:
